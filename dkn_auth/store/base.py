@@ -1,0 +1,184 @@
+"""What every session store shares: sid checks, storage keys, encoding, change tracking.
+
+A driver (redis_store.py, postgres_store.py) implements only the storage verbs at the bottom
+of SessionStore, on keys this module derived; it never sees a session id.
+
+Data model, the same for every driver:
+
+* A session is stored as fields: each top-level session key maps to its value encoded as
+  JSON text (codec.py), plus a version number that grows with every write.
+* Its storage key is ``<prefix>{<H(identifier)>}:<H(sid)>``, H a one-way hash, so a copy of
+  the backend holds no usable session id. ``identifier`` is ``sid[:42]``, the part Odoo 18+
+  keeps in res.device.log; the braces make it the Redis Cluster hash tag, so every key of one
+  device shares a slot.
+* Its index key is ``<prefix>{<H(identifier)>}``: the sessions sharing an identifier (Odoo 19
+  soft rotation keeps the first 42 characters), so that removing a device costs one lookup.
+* A save writes only the fields the request changed, and the version lets a later save know
+  whether the session it loaded still exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import codec
+
+_logger = logging.getLogger(__name__)
+
+# Odoo 14-17 session ids are 40 hex digits; Odoo 18+ ids are 84 URL-safe base64 characters.
+SID_RE = re.compile(r"\A(?:[a-f0-9]{40}|[A-Za-z0-9_-]{84})\Z")
+IDENTIFIER_LENGTH = 42
+IDENTIFIER_RE = re.compile(r"\A(?:[a-f0-9]{40}|[A-Za-z0-9_-]{42})\Z")
+
+
+class InvalidSessionId(ValueError):
+    """A session id or identifier does not have a format Odoo generates."""
+
+
+class SessionGone(Exception):
+    """A save found that the session it loaded was deleted or rotated away meanwhile."""
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
+
+
+def identifier(sid: str) -> str:
+    """The non-secret part of a sid that Odoo 18+ stores per device (the whole sid before 18)."""
+    return sid[:IDENTIFIER_LENGTH]
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    session: str
+    index: str
+
+    @property
+    def tag(self) -> str:
+        """A short, non-secret name of the session for log lines."""
+        return self.session[-8:]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredSession:
+    """A session as one load or save left it; hand it back to ``save`` to write only changes."""
+
+    sid: str
+    data: dict[str, Any]
+    fields: Mapping[str, str]
+    version: int
+
+
+class SessionStore(ABC):
+    """Sessions by sid: load, save, delete, and removal by device identifier."""
+
+    def __init__(self, prefix: str, expiry: int) -> None:
+        self.prefix = prefix
+        self.expiry = expiry
+        # Sliding expiry without a write per request: a read pushes the expiry back only when
+        # it moved by more than this many seconds since the last push.
+        self.refresh_slack = min(60.0, expiry / 10)
+
+    def keys(self, sid: str) -> Keys:
+        if not isinstance(sid, str) or not SID_RE.match(sid):
+            raise InvalidSessionId("not a session id Odoo generates")
+        index = f"{self.prefix}{{{_digest(identifier(sid))}}}"
+        return Keys(session=f"{index}:{_digest(sid)}", index=index)
+
+    def index_key(self, ident: str) -> str:
+        if not isinstance(ident, str) or not IDENTIFIER_RE.match(ident):
+            raise InvalidSessionId("not a session identifier Odoo generates")
+        return f"{self.prefix}{{{_digest(ident)}}}"
+
+    def load(self, sid: str) -> StoredSession | None:
+        """The live session of ``sid``, its expiry pushed back; None if unknown, expired or unreadable."""
+        keys = self.keys(sid)
+        found = self._load(keys)
+        if found is None:
+            return None
+        fields, version = found
+        try:
+            data = {name: codec.decode(text) for name, text in fields.items()}
+        except codec.UndecodableValue as exc:
+            _logger.warning("dkn_auth: session …%s has an unreadable payload (%s); "
+                            "treated as no session", keys.tag, exc)
+            return None
+        return StoredSession(sid, data, fields, version)
+
+    def save(self, sid: str, data: Mapping[str, Any], loaded: StoredSession | None) -> StoredSession:
+        """Store ``data`` under ``sid``.
+
+        With ``loaded`` (what ``load`` or the last ``save`` of this sid returned) only the
+        fields that differ from it are written, merged onto the stored session, and SessionGone
+        is raised, nothing written, if that session no longer exists. Without it the session
+        is written whole, replacing any stored one.
+        """
+        keys = self.keys(sid)
+        fields = {name: codec.encode(value) for name, value in data.items()}
+        if loaded is not None and loaded.sid == sid:
+            changed = {k: v for k, v in fields.items() if loaded.fields.get(k) != v}
+            removed = [k for k in loaded.fields if k not in fields]
+            version = self._write(keys, changed, removed, merge=True)
+            if version is None:
+                raise SessionGone(f"session …{keys.tag} was deleted or rotated before this save")
+        else:
+            version = self._write(keys, fields, (), merge=False)
+        return StoredSession(sid, dict(data), fields, version)
+
+    def delete(self, sid: str) -> None:
+        self._delete(self.keys(sid))
+
+    def delete_identifiers(self, identifiers: Iterable[str], keep_sid: str | None = None) -> None:
+        """Delete every session of these identifiers, except ``keep_sid``'s own."""
+        indexes = [self.index_key(ident) for ident in identifiers]
+        if indexes:
+            self._delete_indexes(indexes, self.keys(keep_sid).session if keep_sid else None)
+
+    def missing_identifiers(self, identifiers: Iterable[str]) -> set[str]:
+        """The identifiers that have no live session."""
+        wanted = {self.index_key(ident): ident for ident in identifiers}
+        if not wanted:
+            return set()
+        present = self._existing_indexes(list(wanted))
+        return {ident for index, ident in wanted.items() if index not in present}
+
+    def purge_expired(self) -> int:
+        """Remove what expired, where the backend does not do it by itself; returns a count."""
+        return self._purge_expired()
+
+    # -- storage verbs, one implementation per driver ------------------------------------
+
+    @abstractmethod
+    def _load(self, keys: Keys) -> tuple[dict[str, str], int] | None:
+        """Fields and version of a live session, pushing its expiry back (see refresh_slack)."""
+
+    @abstractmethod
+    def _write(self, keys: Keys, changed: Mapping[str, str], removed: Iterable[str], merge: bool) -> int | None:
+        """Write fields and return the new version, expiry reset to ``self.expiry``.
+
+        merge: apply ``changed``/``removed`` onto the stored session; None if it does not exist.
+        not merge: replace the session by ``changed``.
+        """
+
+    @abstractmethod
+    def _delete(self, keys: Keys) -> None: ...
+
+    @abstractmethod
+    def _delete_indexes(self, indexes: list[str], keep: str | None) -> None:
+        """Delete every session listed under these index keys, except the session key ``keep``."""
+
+    @abstractmethod
+    def _existing_indexes(self, indexes: list[str]) -> set[str]: ...
+
+    @abstractmethod
+    def _purge_expired(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close this process's connections."""
