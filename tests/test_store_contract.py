@@ -103,7 +103,7 @@ def test_delete_removes_only_that_session(store):
 @pytest.mark.parametrize("bad", ["", "x", "../../etc/passwd", "a" * 85, "A" * 40, "g" * 40,
                                  "é" * 84, "a" * 10_000, None, 42])
 def test_invalid_sid_is_refused_before_any_backend_call(driver, bad):
-    from conftest import make_config
+    from servers import make_config
 
     from dkn_auth.store import open_store
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .base import IDENTIFIER_LENGTH, InvalidSessionId, SessionGone, SessionStore, StoredSession
+from .base import IDENTIFIER_LENGTH, IDENTIFIER_RE, InvalidSessionId, SessionGone, SessionStore, StoredSession
 from .config import SETTINGS, Config, ConfigError, load_config
 
 __all__ = [
-    "IDENTIFIER_LENGTH", "SETTINGS", "Config", "ConfigError", "InvalidSessionId", "SessionGone",
+    "IDENTIFIER_LENGTH", "IDENTIFIER_RE", "SETTINGS", "Config", "ConfigError", "InvalidSessionId", "SessionGone",
     "SessionStore", "StoredSession", "load_config", "open_store",
 ]
 

@@ -1,0 +1,97 @@
+"""Odoo 16.0-19.0: the store behind ``odoo.http.Application.session_store``.
+
+It subclasses Odoo's own FilesystemSessionStore so that key generation and validation,
+``new()`` and hard/soft ``rotate`` stay Odoo's code for the running series; only the verbs
+that touch storage are redirected to the dkn_auth store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import odoo.http
+from odoo.tools import config as odoo_config
+
+from ..store import IDENTIFIER_LENGTH, IDENTIFIER_RE, InvalidSessionId, SessionGone, SessionStore
+
+_logger = logging.getLogger(__name__)
+
+
+class Session(odoo.http.Session):
+    """Odoo's session, remembering what was loaded so that a save writes only the changes."""
+
+    __slots__ = ("dkn_stored",)
+
+    def __init__(self, data, sid, new=False):
+        super().__init__(data, sid, new)
+        self.dkn_stored = None
+
+
+class OdooSessionStore(odoo.http.FilesystemSessionStore):
+    def __init__(self, backend: SessionStore) -> None:
+        # The folder is never written; Odoo code reading ``.path`` still finds a real one.
+        super().__init__(odoo_config.session_dir, session_class=Session, renew_missing=True)
+        self.backend = backend
+
+    def get(self, sid):
+        if not self.is_valid_key(sid):
+            return self.new()
+        stored = self.backend.load(sid)
+        if stored is None:
+            return self.session_class({}, sid, True)
+        session = self.session_class(stored.data, sid, False)
+        session.dkn_stored = stored
+        return session
+
+    def save(self, session):
+        stored = getattr(session, "dkn_stored", None)
+        try:
+            session.dkn_stored = self.backend.save(session.sid, dict(session), stored)
+        except SessionGone as exc:
+            # Logged out, rotated or revoked by another request meanwhile: writing now would
+            # bring the session back.
+            _logger.info("dkn_auth: not saved: %s", exc)
+
+    def delete(self, session):
+        self.backend.delete(session.sid)
+        if hasattr(session, "dkn_stored"):
+            session.dkn_stored = None
+
+    def vacuum(self, *args, **kwargs):
+        # Odoo passes max_lifetime; the lifetime here is dkn_auth_expiry, enforced by the backend.
+        self.backend.purge_expired()
+
+    def delete_from_identifiers(self, identifiers):
+        identifiers = list(identifiers)
+        try:
+            self.backend.delete_identifiers(identifiers)
+        except InvalidSessionId:
+            if odoo.release.version_info[0] >= 19:
+                raise ValueError("Identifier format incorrect, did you pass in a string instead of a list?") from None
+            # 18.0 skips malformed identifiers.
+            valid = [i for i in identifiers if isinstance(i, str) and IDENTIFIER_RE.match(i)]
+            self.backend.delete_identifiers(valid)
+
+    def get_missing_session_identifiers(self, identifiers):
+        return self.backend.missing_identifiers(identifiers)
+
+    def delete_old_sessions(self, session):
+        # Odoo 19: after a soft rotation, drop the previous sessions of this device. Odoo's own
+        # version deletes the current session too and saves it again; here it is never absent.
+        deadline = session.get("create_time", 0) + odoo.http.SESSION_DELETION_TIMER
+        if "gc_previous_sessions" in session and deadline < time.time():
+            self.backend.delete_identifiers([session.sid[:IDENTIFIER_LENGTH]], keep_sid=session.sid)
+            del session["gc_previous_sessions"]
+            self.save(session)
+
+    def list(self):
+        raise NotImplementedError("dkn_auth does not list sessions: it would scan the whole backend")
+
+
+def install(backend: SessionStore) -> None:
+    store = OdooSessionStore(backend)
+    # A plain class attribute replaces the lazy/cached property; drop a value already cached
+    # on the instance, if any request ran before this.
+    odoo.http.Application.session_store = store
+    odoo.http.root.__dict__.pop("session_store", None)

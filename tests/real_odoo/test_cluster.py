@@ -1,0 +1,90 @@
+"""Two real Odoo nodes, separate data_dirs, one database, one dkn_auth backend."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cluster import ODOO_SRC, Cluster
+
+
+@pytest.mark.parametrize("via_env, workers", [(False, 0), (True, 2)], ids=["odoo.conf-threaded", "env-workers2"])
+def test_session_is_shared_by_the_cluster(settings, raw, via_env, workers):
+    with Cluster(ODOO_SRC, {**settings, "expiry": "5"}, via_env=via_env, workers=workers) as cluster:
+        a, b = cluster.nodes
+        for node in (a, b):
+            assert "dkn_auth: Odoo" in node.log() and f"by the {settings['driver']} driver" in node.log()
+
+        sid = a.login()
+        assert a.uid(sid) == 2
+        assert b.uid(sid) == 2, "a login on node A must be valid on node B"
+
+        b.logout(sid)
+        assert a.uid(sid) is None, "a logout on node B must end the session on node A"
+        assert b.uid(sid) is None
+
+        sids = [a.login(), b.login(), a.login()]
+        assert all(b.uid(s) == 2 and a.uid(s) == 2 for s in sids)
+        dump = raw.dump()
+        assert dump, "the backend holds the sessions"
+        for s in sids:
+            assert s not in dump and s[:42] not in dump, "a backend dump must hold no session id"
+
+        time.sleep(6)  # dkn_auth_expiry = 5, no request meanwhile
+        assert all(b.uid(s) is None for s in sids), "sessions must expire 5 s after their last use"
+
+        sid = a.login()
+        assert b.uid(sid) == 2
+        a.kill()
+        assert b.uid(sid) == 2, "killing node A must keep the user logged in on node B"
+        assert b.call_kw(sid, "res.users", "read", [[2], ["login"]])[0]["login"] == "admin"
+
+
+def test_sessions_keep_sliding_while_used(settings, raw):
+    with Cluster(ODOO_SRC, {**settings, "expiry": "3"}) as cluster:
+        a, b = cluster.nodes
+        sid = a.login()
+        for node in (b, a, b, a, b):  # used every 1 s for 5 s: longer than the 3 s lifetime
+            time.sleep(1)
+            assert node.uid(sid) == 2
+
+
+def test_revoking_a_device_removes_exactly_its_session(settings, raw, series):
+    if series < (18, 0):
+        pytest.skip("res.device exists from Odoo 18.0 on")
+    with Cluster(ODOO_SRC, settings) as cluster:
+        a, b = cluster.nodes
+        keep, revoke = a.login(), b.login()
+        for sid in (keep, revoke):  # a request that records the device
+            b.call_kw(sid, "res.users", "read", [[2], ["login"]])
+        devices = a.call_kw(keep, "res.device", "search_read",
+                            [[["session_identifier", "=", revoke[:42]]], ["id"]])
+        assert len(devices) == 1, devices
+        a.call_kw(keep, "res.device", "revoke", [[devices[0]["id"]]])
+        assert b.uid(revoke) is None and a.uid(revoke) is None, "the revoked device is logged out"
+        assert b.uid(keep) == 2, "the other device stays logged in"
+
+
+def test_soft_rotation_keeps_the_user_logged_in(settings, raw, series):
+    if series < (19, 0):
+        pytest.skip("soft session rotation exists from Odoo 19.0 on")
+    from dkn_auth.store import open_store
+    from dkn_auth.store.config import Config
+
+    with Cluster(ODOO_SRC, settings) as cluster:
+        a, b = cluster.nodes
+        sid = a.login()
+        # Age the session past Odoo's 3 h rotation interval, through the same store API Odoo uses.
+        config = Config(driver=settings["driver"], prefix=settings["prefix"],
+                        redis_uri=settings.get("redis_uri", Config.redis_uri),
+                        db_uri=f"postgresql://odoo@127.0.0.1/{cluster.dbname}")
+        store = open_store(config)
+        stored = store.load(sid)
+        store.save(sid, {**stored.data, "create_time": stored.data["create_time"] - 4 * 3600}, stored)
+        store.close()
+
+        body, rotated = b.rpc("/web/session/get_session_info", {}, sid)
+        assert body["result"]["uid"] == 2
+        assert rotated and rotated != sid and rotated[:42] == sid[:42], "Odoo 19 soft-rotated the session"
+        assert a.uid(rotated) == 2, "the rotated session is valid on the other node"
+        assert a.uid(sid) == 2, "the previous sid stays valid during Odoo's grace period"
