@@ -21,7 +21,8 @@ _logger = logging.getLogger(__name__)
 class Session(odoo.http.Session):
     """Odoo's session, remembering what was loaded so that a save writes only the changes."""
 
-    __slots__ = ("dkn_stored",)
+    # 16.0-18.0 route attribute writes by ``key in self.__slots__``, so list the parent's too.
+    __slots__ = (*odoo.http.Session.__slots__, "dkn_stored")
 
     def __init__(self, data, sid, new=False):
         super().__init__(data, sid, new)
