@@ -6,20 +6,14 @@ that needs a server it cannot reach fails; it never skips.
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
 import psycopg2
 import pytest
 import redis
+from servers import DB_URI, DRIVERS, REDIS_URI, Backend, make_config
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from servers import DB_URI, DRIVERS, REDIS_URI, Backend, make_config  # noqa: E402
-
-from dkn_auth.store import open_store  # noqa: E402
+from dkn_auth.store import open_store
 
 
 def _require(what: str, check) -> None:
