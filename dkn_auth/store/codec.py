@@ -87,6 +87,9 @@ def encode(value: Any) -> str:
 def decode(text: str | bytes) -> Any:
     """The value ``encode`` wrote; UndecodableValue for anything else."""
     try:
+        if isinstance(text, str) and '"$' not in text:  # no tag in it: skip the per-object hook
+            return json.loads(text)
         return json.loads(text, object_hook=_untag)
     except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError, bad tag payloads
         raise UndecodableValue(str(exc)) from None
+
