@@ -90,6 +90,10 @@ def ensure_database(src: str, db_user: str = "odoo") -> str:
             with contextlib.suppress(Exception), contextlib.closing(_connect()) as conn:
                 conn.cursor().execute(f'DROP DATABASE IF EXISTS "{dbname}"')
             raise RuntimeError(f"installing base,web failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        # A tree may ship an auto-install module whose dependency it lacks: left "to install",
+        # it makes every registry load of the nodes retry it. Nothing here needs it.
+        with contextlib.closing(_connect(dbname)) as conn, conn.cursor() as cr:
+            cr.execute("UPDATE ir_module_module SET state = 'uninstalled' WHERE state = 'to install'")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return dbname
@@ -203,7 +207,7 @@ class Node:
         body, _ = self.rpc(f"/web/dataset/call_kw/{model}/{method}",
                            {"model": model, "method": method, "args": args, "kwargs": kwargs or {}}, sid)
         assert "error" not in body, body
-        return body["result"]
+        return body.get("result")  # Odoo leaves "result" out when it is None
 
 
 class Cluster:

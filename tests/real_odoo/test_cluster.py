@@ -60,7 +60,13 @@ def test_revoking_a_device_removes_exactly_its_session(settings, raw, series):
         devices = a.call_kw(keep, "res.device", "search_read",
                             [[["session_identifier", "=", revoke[:42]]], ["id"]])
         assert len(devices) == 1, devices
-        a.call_kw(keep, "res.device", "revoke", [[devices[0]["id"]]])
+        action = a.call_kw(keep, "res.device", "revoke", [[devices[0]["id"]]])
+        if isinstance(action, dict) and action.get("res_model") == "res.users.identitycheck":
+            # Odoo asks for the password first, as the web client would show it.
+            wizard = action["res_id"]
+            a.call_kw(keep, "res.users.identitycheck", "write", [[wizard], {"password": "admin"}])  # 18.0
+            a.call_kw(keep, "res.users.identitycheck", "run_check", [[wizard]],
+                      {"context": {"password": "admin"}})  # 19.0 reads it from the context
         assert b.uid(revoke) is None and a.uid(revoke) is None, "the revoked device is logged out"
         assert b.uid(keep) == 2, "the other device stays logged in"
 
@@ -88,3 +94,18 @@ def test_soft_rotation_keeps_the_user_logged_in(settings, raw, series):
         assert rotated and rotated != sid and rotated[:42] == sid[:42], "Odoo 19 soft-rotated the session"
         assert a.uid(rotated) == 2, "the rotated session is valid on the other node"
         assert a.uid(sid) == 2, "the previous sid stays valid during Odoo's grace period"
+
+
+@pytest.mark.parametrize("via_env", [False, True], ids=["odoo.conf", "env"])
+def test_a_bad_setting_is_one_loud_line_and_no_store(settings, via_env):
+    with Cluster(ODOO_SRC, {**settings, "expiry": "a week"}, via_env=via_env, size=1) as cluster:
+        (node,) = cluster.nodes
+        lines = [line for line in node.log().splitlines() if "dkn_auth" in line and "CRITICAL" in line]
+        key = "DKN_AUTH_EXPIRY" if via_env else "dkn_auth_expiry"
+        assert len(lines) == 1, node.log()[-3000:]
+        assert f"{key} = 'a week' must be a whole number" in lines[0]
+        assert "fix: set dkn_auth_expiry" in lines[0] and "NOT active" in lines[0]
+        sid = node.login()
+        assert node.uid(sid) == 2  # Odoo still serves, on its own file sessions
+        sessions = node.dir / "data" / "sessions"
+        assert any(path.is_file() for path in sessions.rglob("*")), "the session went to Odoo's own files"
