@@ -46,8 +46,8 @@ def odoo_series(src: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def addons_path(src: str) -> str:
-    paths = [str(ROOT)]
+def addons_path(src: str, with_repo: bool = True) -> str:
+    paths = [str(ROOT)] if with_repo else []
     for candidate in ("addons", "odoo/addons"):
         if Path(src, candidate).is_dir():
             paths.append(str(Path(src, candidate)))
@@ -103,13 +103,15 @@ class Node:
     """One Odoo server process with its own data_dir and port."""
 
     def __init__(self, name: str, src: str, dbname: str, settings: dict[str, str], via_env: bool,
-                 workers: int, extra_options: dict[str, str] | None = None) -> None:
+                 workers: int, extra_options: dict[str, str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.name, self.src, self.dbname = name, src, dbname
         self.settings, self.via_env, self.workers = settings, via_env, workers
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix=f"dkn-odoo-{name}-"))
         self.logfile = self.dir / "odoo.log"
         self.extra_options = extra_options or {}
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -141,6 +143,7 @@ class Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DKN_AUTH_")}
         if self.via_env:
             env.update({f"DKN_AUTH_{k.upper()}": v for k, v in self.settings.items()})
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [ODOO_PYTHON, str(Path(self.src, "odoo-bin")), "-c", str(self.write_config())],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
@@ -214,9 +217,9 @@ class Cluster:
     """Two (or more) nodes with the same dkn_auth settings."""
 
     def __init__(self, src: str, settings: dict[str, str], via_env: bool = False, workers: int = 0,
-                 size: int = 2) -> None:
+                 size: int = 2, **node_options) -> None:
         self.dbname = ensure_database(src)
-        self.nodes = [Node(chr(ord("a") + i), src, self.dbname, settings, via_env, workers)
+        self.nodes = [Node(chr(ord("a") + i), src, self.dbname, settings, via_env, workers, **node_options)
                       for i in range(size)]
 
     def __enter__(self) -> Cluster:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
-from cluster import ODOO_SRC, Cluster
+from cluster import ODOO_PYTHON, ODOO_SRC, ROOT, Cluster, addons_path, db_params
 
 
 @pytest.mark.parametrize("via_env, workers", [(False, 0), (True, 2)], ids=["odoo.conf-threaded", "env-workers2"])
@@ -109,3 +113,38 @@ def test_a_bad_setting_is_one_loud_line_and_no_store(settings, via_env):
         assert node.uid(sid) == 2  # Odoo still serves, on its own file sessions
         sessions = node.dir / "data" / "sessions"
         assert any(path.is_file() for path in sessions.rglob("*")), "the session went to Odoo's own files"
+
+
+def test_pip_installed_addon_is_found_without_addons_path(settings, raw, tmp_path):
+    """`pip install .` puts the add-on in odoo/addons of site-packages, the OCA layout."""
+    target = tmp_path / "site"
+    subprocess.run([ODOO_PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    assert (target / "odoo" / "addons" / "dkn_auth" / "__manifest__.py").is_file()
+    options = {"addons_path": addons_path(ODOO_SRC, with_repo=False)}
+    with Cluster(ODOO_SRC, settings, extra_options=options, extra_env={"PYTHONPATH": str(target)}) as cluster:
+        a, b = cluster.nodes
+        assert str(target) in a.log(), "dkn_auth was loaded from the pip-installed copy"
+        sid = a.login()
+        assert b.uid(sid) == 2
+
+
+def test_installing_from_apps_is_harmless(settings, raw, odoo_db):
+    """Installing the add-on in a database (Apps menu) changes nothing but its module state."""
+    workdir = tempfile.mkdtemp(prefix="dkn-odoo-install-")
+    try:
+        result = subprocess.run(
+            [ODOO_PYTHON, str(Path(ODOO_SRC, "odoo-bin")), "-d", odoo_db, "-i", "dkn_auth", "--stop-after-init",
+             "--addons-path", addons_path(ODOO_SRC), "--db_host", db_params()["host"],
+             "--db_port", str(db_params()["port"]), "--db_user", "odoo", "--data-dir", workdir],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not in server_wide_modules" in result.stderr
+    with Cluster(ODOO_SRC, settings) as cluster:
+        a, b = cluster.nodes
+        sid = a.login()
+        assert b.uid(sid) == 2
+        state = a.call_kw(sid, "ir.module.module", "search_read", [[["name", "=", "dkn_auth"]], ["state"]])
+        assert state == [{"id": state[0]["id"], "state": "installed"}]
