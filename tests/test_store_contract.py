@@ -6,6 +6,7 @@ import datetime
 import logging
 import os
 import secrets
+import threading
 import time
 
 import pytest
@@ -71,11 +72,22 @@ def test_unchanged_save_keeps_data_and_bumps_version(store):
     assert store.load(sid).data == SESSION
 
 
-def test_save_without_loaded_replaces_the_session(store):
-    sid = new_sid()
+def test_new_session_created_twice_concurrently_keeps_both_changes(store):
+    sid = new_sid()  # two first requests with the same new cookie, neither loaded anything
     store.save(sid, {"a": 1, "b": 2}, None)
-    store.save(sid, {"c": 3}, None)
-    assert store.load(sid).data == {"c": 3}
+    store.save(sid, {"b": 3, "c": 3}, None)
+    assert store.load(sid).data == {"a": 1, "b": 3, "c": 3}
+
+
+def test_save_never_writes_into_a_session_created_again_under_the_same_sid(store):
+    sid = new_sid()
+    store.save(sid, {"uid": 2, "login": "admin"}, None)
+    stale = store.load(sid)  # a slow request of the logged-in session
+    store.delete(sid)  # logout
+    store.save(sid, {"uid": None}, None)  # the old cookie comes back: a new, anonymous session
+    with pytest.raises(SessionGone):
+        store.save(sid, {**stale.data, "debug": "1"}, stale)
+    assert store.load(sid).data == {"uid": None}
 
 
 def test_save_after_delete_raises_and_writes_nothing(store, backend):
@@ -253,8 +265,8 @@ def test_corrupted_payload_is_no_session_and_is_logged(store, driver, backend, c
         assert store.load(sid) is None
     assert "unreadable payload" in caplog.text
     assert sid not in caplog.text and sid[:42] not in caplog.text
-    # The next save of a fresh session under that sid repairs it.
-    store.save(sid, {"a": 2}, None)
+    assert backend.count() == 0  # deleted: nobody can use it
+    store.save(sid, {"a": 2}, None)  # a new session may take the sid
     assert store.load(sid).data == {"a": 2}
 
 
@@ -273,3 +285,77 @@ def test_store_works_in_forked_children(store):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert store.load(sid).data == {"parent": True, "child": True}
+
+
+def test_soft_rotation_moves_the_session_to_its_successor(store):
+    sid = new_sid()
+    store.save(sid, {"uid": 2, "create_time": 1}, None)
+    loaded = store.load(sid)
+    successor = soft_rotated(sid)
+    new = store.soft_rotate(loaded, {**loaded.data, "next_sid": successor, "deletion_time": 9},
+                            successor, {"uid": 2, "create_time": 2, "gc_previous_sessions": True})
+    assert new.sid == successor
+    assert store.load(successor).data == {"uid": 2, "create_time": 2, "gc_previous_sessions": True}
+    assert store.load(sid).data == {"uid": 2, "create_time": 1, "next_sid": successor, "deletion_time": 9}
+    store.save(successor, {**new.data, "debug": "1"}, new)  # the successor is a live session
+    assert store.load(successor).data["debug"] == "1"
+
+
+def test_soft_rotation_by_a_second_request_gets_the_first_successor(store):
+    sid = new_sid()
+    store.save(sid, {"uid": 2}, None)
+    first, second = store.load(sid), store.load(sid)
+    winner, loser = soft_rotated(sid), soft_rotated(sid)
+    store.soft_rotate(first, {**first.data, "next_sid": winner}, winner, {"uid": 2})
+    assert store.soft_rotate(second, {**second.data, "next_sid": loser}, loser, {"uid": 2}) == winner
+    assert store.load(loser) is None
+
+
+def test_soft_rotation_of_a_deleted_session_raises(store):
+    sid = new_sid()
+    store.save(sid, {"uid": 2}, None)
+    loaded = store.load(sid)
+    store.delete(sid)
+    successor = soft_rotated(sid)
+    with pytest.raises(SessionGone):
+        store.soft_rotate(loaded, {**loaded.data, "next_sid": successor}, successor, {"uid": 2})
+    assert store.load(successor) is None and store.load(sid) is None
+
+
+def test_soft_rotation_keeps_the_identifier(store):
+    sid = new_sid()
+    store.save(sid, {"uid": 2}, None)
+    with pytest.raises(InvalidSessionId):
+        store.soft_rotate(store.load(sid), {}, new_sid(), {})
+
+
+def rotate_at_once(stores: list, sid: str) -> list[str]:
+    """Each store loads the session, then all soft-rotate it at the same moment; the sids they end on."""
+    loaded = [store.load(sid) for store in stores]
+    barrier = threading.Barrier(len(stores))
+    results: list = [None] * len(stores)
+
+    def rotate(i: int) -> None:
+        candidate = soft_rotated(sid)
+        barrier.wait()
+        outcome = stores[i].soft_rotate(loaded[i], {**loaded[i].data, "next_sid": candidate}, candidate, {"uid": 2})
+        results[i] = outcome if isinstance(outcome, str) else outcome.sid
+
+    threads = [threading.Thread(target=rotate, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_concurrent_soft_rotations_converge_on_one_successor(make_store):
+    """Many requests of one session rotate it at once, through two store instances."""
+    node_a, node_b = make_store(), make_store()
+    for _ in range(20):
+        sid = new_sid()
+        node_a.save(sid, {"uid": 2}, None)
+        results = rotate_at_once([node_a, node_b] * 4, sid)
+        assert len(set(results)) == 1, results
+        assert node_b.load(results[0]).data == {"uid": 2}
+        assert node_a.load(sid).data["next_sid"] == results[0]

@@ -11,6 +11,7 @@ import logging
 import time
 
 import odoo.http
+from odoo.service import security
 from odoo.tools import config as odoo_config
 
 from ..store import IDENTIFIER_LENGTH, IDENTIFIER_RE, InvalidSessionId, SessionGone, SessionStore
@@ -58,6 +59,43 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
         self.backend.delete(session.sid)
         if hasattr(session, "dkn_stored"):
             session.dkn_stored = None
+
+    def rotate(self, session, env, soft=False):
+        if not soft:  # 16.0-18.0 rotate(session, env); 19.0 hard rotation
+            return super().rotate(session, env)
+        return self._soft_rotate(session, env)
+
+    def _soft_rotate(self, session, env):
+        """Odoo 19's soft rotation, with the claim of the successor and its creation made one
+        atomic store call, so concurrent requests of a session converge on one successor."""
+        stored = getattr(session, "dkn_stored", None)
+        if stored is None or stored.sid != session.sid:
+            return super().rotate(session, env, soft=True)  # not loaded by this store: Odoo's way
+        old_sid = session.sid
+        next_sid = old_sid[:IDENTIFIER_LENGTH] + self.generate_key()[IDENTIFIER_LENGTH:]
+        old_data = {**session, "next_sid": next_sid,
+                    "deletion_time": time.time() + odoo.http.SESSION_DELETION_TIMER}
+        new_data = {**session, "gc_previous_sessions": True, "create_time": time.time()}
+        if session.uid:
+            session.sid = next_sid  # the token is computed from the sid
+            try:
+                new_data["session_token"] = security.compute_session_token(session, env)
+            finally:
+                session.sid = old_sid
+        try:
+            outcome = self.backend.soft_rotate(stored, old_data, next_sid, new_data)
+        except SessionGone as exc:
+            _logger.info("dkn_auth: not rotated: %s", exc)
+            return
+        session.should_rotate = False
+        if isinstance(outcome, str):  # a concurrent request rotated first: follow it, as Odoo does
+            session.sid = outcome
+            session.dkn_stored = None
+            return
+        session.sid = next_sid
+        for key, value in new_data.items():
+            session[key] = value
+        session.dkn_stored = outcome
 
     def vacuum(self, *args, **kwargs):
         # Odoo passes max_lifetime; the lifetime here is dkn_auth_expiry, enforced by the backend.

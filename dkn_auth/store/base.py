@@ -13,8 +13,9 @@ Data model, the same for every driver:
   device shares a slot.
 * Its index key is ``<prefix>{<H(identifier)>}``: the sessions sharing an identifier (Odoo 19
   soft rotation keeps the first 42 characters), so that removing a device costs one lookup.
-* A save writes only the fields the request changed, and the version lets a later save know
-  whether the session it loaded still exists.
+* A save writes only the fields the request changed, merged atomically onto the stored
+  session, and only onto the same generation (life) of the session the request loaded: a
+  logged-out, rotated or revoked session is never written again. A version counts writes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -67,12 +69,21 @@ class Keys:
 
 @dataclasses.dataclass(frozen=True)
 class StoredSession:
-    """A session as one load or save left it; hand it back to ``save`` to write only changes."""
+    """A session as one load or save left it; hand it back to ``save`` to write only changes.
+
+    ``generation`` names one life of a session: it is drawn when the session is created, so a
+    session deleted and created again under the same sid is another generation.
+    """
 
     sid: str
     data: dict[str, Any]
     fields: Mapping[str, str]
     version: int
+    generation: str
+
+
+def _new_generation() -> str:
+    return secrets.token_hex(8)
 
 
 class SessionStore(ABC):
@@ -97,39 +108,73 @@ class SessionStore(ABC):
         return f"{self.prefix}{{{_digest(ident)}}}"
 
     def load(self, sid: str) -> StoredSession | None:
-        """The live session of ``sid``, its expiry pushed back; None if unknown, expired or unreadable."""
+        """The live session of ``sid``, its expiry pushed back; None if unknown, expired or unreadable.
+
+        An unreadable session is deleted: nobody can use it, and a new one may take its sid.
+        """
         keys = self.keys(sid)
         found = self._load(keys)
         if found is None:
             return None
-        fields, version = found
+        fields, version, generation = found
         try:
             data = {name: codec.decode(text) for name, text in fields.items()}
         except codec.UndecodableValue as exc:
-            _logger.warning("dkn_auth: session …%s has an unreadable payload (%s); "
+            _logger.warning("dkn_auth: session …%s has an unreadable payload (%s); deleted and "
                             "treated as no session", keys.tag, exc)
+            self._delete(keys)
             return None
-        return StoredSession(sid, data, fields, version)
+        return StoredSession(sid, data, fields, version, generation)
 
     def save(self, sid: str, data: Mapping[str, Any], loaded: StoredSession | None) -> StoredSession:
-        """Store ``data`` under ``sid``.
+        """Store ``data`` under ``sid``; only what this request changed is written.
 
-        With ``loaded`` (what ``load`` or the last ``save`` of this sid returned) only the
-        fields that differ from it are written, merged onto the stored session, and SessionGone
-        is raised, nothing written, if that session no longer exists. Without it the session
-        is written whole, replacing any stored one.
+        ``loaded`` is what ``load`` (or the last ``save``) returned for this request. The keys
+        whose value differs from it are written and the keys it had that ``data`` lacks are
+        removed, merged onto the stored session in one atomic step, so concurrent requests keep
+        each other's changes. If that session was deleted, expired or replaced meanwhile
+        (logout, rotation, revocation), nothing is written and SessionGone is raised.
+
+        Without ``loaded`` (a new session, or another sid) the session is created; should a
+        concurrent request have created it first, ``data`` is merged onto that one.
         """
         keys = self.keys(sid)
         fields = {name: codec.encode(value) for name, value in data.items()}
         if loaded is not None and loaded.sid == sid:
             changed = {k: v for k, v in fields.items() if loaded.fields.get(k) != v}
             removed = [k for k in loaded.fields if k not in fields]
-            version = self._write(keys, changed, removed, merge=True)
-            if version is None:
+            written = self._write(keys, changed, removed, loaded.generation, create=False)
+            if written is None:
                 raise SessionGone(f"session …{keys.tag} was deleted or rotated before this save")
         else:
-            version = self._write(keys, fields, (), merge=False)
-        return StoredSession(sid, dict(data), fields, version)
+            written = self._write(keys, fields, (), _new_generation(), create=True)
+        version, generation = written
+        return StoredSession(sid, dict(data), fields, version, generation)
+
+    def soft_rotate(self, loaded: StoredSession, old_data: Mapping[str, Any], new_sid: str,
+                    new_data: Mapping[str, Any], claim: str = "next_sid") -> StoredSession | str:
+        """Odoo 19's soft rotation, made atomic: at most one successor per session.
+
+        If the stored session still has no ``claim`` key, save ``old_data`` onto it (it names
+        ``new_sid`` under ``claim``) and create ``new_sid`` with ``new_data``, in one step; return
+        the new session. If a concurrent request rotated first, write nothing and return the
+        successor sid it stored. SessionGone if the session no longer exists.
+        """
+        old_keys, new_keys = self.keys(loaded.sid), self.keys(new_sid)
+        if identifier(new_sid) != identifier(loaded.sid):
+            raise InvalidSessionId("a soft rotation keeps the session identifier")
+        fields = {name: codec.encode(value) for name, value in old_data.items()}
+        changed = {k: v for k, v in fields.items() if loaded.fields.get(k) != v}
+        removed = [k for k in loaded.fields if k not in fields]
+        new_fields = {name: codec.encode(value) for name, value in new_data.items()}
+        generation = _new_generation()
+        outcome = self._soft_rotate(old_keys, loaded.generation, changed, removed, claim,
+                                    new_keys, new_fields, generation)
+        if outcome is None:
+            raise SessionGone(f"session …{old_keys.tag} was deleted or rotated before its rotation")
+        if isinstance(outcome, str):
+            return codec.decode(outcome)
+        return StoredSession(new_sid, dict(new_data), new_fields, outcome, generation)
 
     def delete(self, sid: str) -> None:
         self._delete(self.keys(sid))
@@ -155,16 +200,25 @@ class SessionStore(ABC):
     # -- storage verbs, one implementation per driver ------------------------------------
 
     @abstractmethod
-    def _load(self, keys: Keys) -> tuple[dict[str, str], int] | None:
-        """Fields and version of a live session, pushing its expiry back (see refresh_slack)."""
+    def _load(self, keys: Keys) -> tuple[dict[str, str], int, str] | None:
+        """Fields, version and generation of a live session, pushing its expiry back (see refresh_slack)."""
 
     @abstractmethod
-    def _write(self, keys: Keys, changed: Mapping[str, str], removed: Iterable[str], merge: bool) -> int | None:
-        """Write fields and return the new version, expiry reset to ``self.expiry``.
+    def _write(self, keys: Keys, changed: Mapping[str, str], removed: Iterable[str], generation: str,
+               create: bool) -> tuple[int, str] | None:
+        """Apply ``changed``/``removed`` to a live session atomically, reset its expiry; return its
+        new version and its generation.
 
-        merge: apply ``changed``/``removed`` onto the stored session; None if it does not exist.
-        not merge: replace the session by ``changed``.
+        create=False: only onto the live session of that ``generation``; else None, nothing written.
+        create=True: create it with that ``generation`` if there is no live session, else merge.
         """
+
+    @abstractmethod
+    def _soft_rotate(self, old: Keys, generation: str, changed: Mapping[str, str], removed: Iterable[str],
+                     claim: str, new: Keys, new_fields: Mapping[str, str], new_generation: str) -> int | str | None:
+        """Atomically: None if ``old`` is not live with ``generation``; the stored value of field
+        ``claim`` if it has one; else apply ``changed``/``removed`` to ``old``, create ``new`` and
+        return the new session's version."""
 
     @abstractmethod
     def _delete(self, keys: Keys) -> None: ...

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 
 import psycopg2
-import psycopg2.extras
+from psycopg2.extras import Json
 
 from .base import Keys, SessionStore
 
@@ -26,38 +26,64 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     index_key text NOT NULL,
     data jsonb NOT NULL,
     version bigint NOT NULL,
+    generation text NOT NULL,
     expires_at timestamptz NOT NULL
 ) WITH (fillfactor = 80);
 CREATE INDEX IF NOT EXISTS {TABLE}_index_key ON {TABLE} (index_key);
 CREATE INDEX IF NOT EXISTS {TABLE}_expires_at ON {TABLE} (expires_at);
 """
 
-# Statements are prepared once per connection: planning the data-modifying CTE of LOAD costs
-# more than running it. Parameters: $1 key, $2 ttl s, $3 refresh slack s (LOAD); $1 key,
-# $2 ttl s, $3 changed fields, $4 removed fields (MERGE); $1 key, $2 index key, $3 ttl s, $4
-# fields (REPLACE).
+# Statements are prepared once per connection: planning the data-modifying CTE of load costs
+# more than running it. A save writes only onto the live session of the generation it loaded.
 _STATEMENTS = {
-    # The expiry is pushed back only when it moved by more than the slack, so reads rarely write.
+    # $1 key, $2 ttl s, $3 slack s. The expiry is pushed back only when it moved by more than
+    # the slack, so reads rarely write.
     "dkn_auth_load": ("text, float8, float8", f"""
         WITH hit AS (
-            SELECT key, data, version, expires_at FROM {TABLE} WHERE key = $1 AND expires_at > now()
+            SELECT key, data, version, generation, expires_at FROM {TABLE} WHERE key = $1 AND expires_at > now()
         ), pushed AS (
             UPDATE {TABLE} s SET expires_at = now() + make_interval(secs => $2)
             FROM hit
             WHERE s.key = hit.key AND hit.expires_at < now() + make_interval(secs => $2 - $3)
         )
-        SELECT data, version FROM hit"""),
-    "dkn_auth_merge": ("text, float8, jsonb, text[]", f"""
+        SELECT data, version, generation FROM hit"""),
+    # $1 key, $2 ttl s, $3 changed fields, $4 removed fields, $5 generation
+    "dkn_auth_merge": ("text, float8, jsonb, text[], text", f"""
         UPDATE {TABLE}
         SET data = (data - $4) || $3, version = version + 1, expires_at = now() + make_interval(secs => $2)
-        WHERE key = $1 AND expires_at > now()
-        RETURNING version"""),
-    "dkn_auth_replace": ("text, text, float8, jsonb", f"""
-        INSERT INTO {TABLE} (key, index_key, data, version, expires_at)
-        VALUES ($1, $2, $4, 1, now() + make_interval(secs => $3))
-        ON CONFLICT (key) DO UPDATE
-        SET data = EXCLUDED.data, version = {TABLE}.version + 1, expires_at = EXCLUDED.expires_at
-        RETURNING version"""),
+        WHERE key = $1 AND expires_at > now() AND generation = $5
+        RETURNING version, generation"""),
+    # $1 key, $2 index key, $3 ttl s, $4 fields, $5 generation: create, or merge onto a live one.
+    "dkn_auth_create": ("text, text, float8, jsonb, text", f"""
+        INSERT INTO {TABLE} AS s (key, index_key, data, version, generation, expires_at)
+        VALUES ($1, $2, $4, 1, $5, now() + make_interval(secs => $3))
+        ON CONFLICT (key) DO UPDATE SET
+            data = CASE WHEN s.expires_at > now() THEN s.data || EXCLUDED.data ELSE EXCLUDED.data END,
+            generation = CASE WHEN s.expires_at > now() THEN s.generation ELSE EXCLUDED.generation END,
+            version = s.version + 1,
+            expires_at = EXCLUDED.expires_at
+        RETURNING version, generation"""),
+    # $1 old key, $2 its generation, $3 its changed fields, $4 its removed fields, $5 claim field,
+    # $6 new key, $7 index key, $8 new fields, $9 new generation, $10 ttl s.
+    # FOR UPDATE makes a concurrent rotation wait, then see the claim this one stored.
+    "dkn_auth_soft_rotate": ("text, text, jsonb, text[], text, text, text, jsonb, text, float8", f"""
+        WITH old AS (
+            SELECT key, generation, data -> $5 AS winner FROM {TABLE}
+            WHERE key = $1 AND expires_at > now() FOR UPDATE
+        ), moved AS (
+            UPDATE {TABLE} s
+            SET data = (s.data - $4) || $3, version = s.version + 1,
+                expires_at = now() + make_interval(secs => $10)
+            FROM old WHERE s.key = old.key AND old.generation = $2 AND old.winner IS NULL
+            RETURNING s.key
+        ), created AS (
+            INSERT INTO {TABLE} AS s (key, index_key, data, version, generation, expires_at)
+            SELECT $6, $7, $8, 1, $9, now() + make_interval(secs => $10) FROM moved
+            ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, version = s.version + 1,
+                generation = EXCLUDED.generation, expires_at = EXCLUDED.expires_at
+            RETURNING version
+        )
+        SELECT old.generation = $2, old.winner #>> '{{}}', (SELECT version FROM created) FROM old"""),
 }
 
 
@@ -135,19 +161,31 @@ class PostgresStore(SessionStore):
             cr.execute(sql, params)
             return cr.fetchall() if cr.description else []
 
-    def _load(self, keys: Keys) -> tuple[dict[str, str], int] | None:
+    def _load(self, keys: Keys) -> tuple[dict[str, str], int, str] | None:
         rows = self._execute("EXECUTE dkn_auth_load (%s, %s, %s)", (keys.session, self.expiry, self.refresh_slack))
-        return (rows[0][0], rows[0][1]) if rows else None
+        return rows[0] if rows else None
 
-    def _write(self, keys: Keys, changed: Mapping[str, str], removed: Iterable[str], merge: bool) -> int | None:
-        fields = psycopg2.extras.Json(dict(changed))
-        if merge:
-            rows = self._execute("EXECUTE dkn_auth_merge (%s, %s, %s, %s)",
-                                 (keys.session, self.expiry, fields, list(removed)))
+    def _write(self, keys: Keys, changed: Mapping[str, str], removed: Iterable[str], generation: str,
+               create: bool) -> tuple[int, str] | None:
+        fields = Json(dict(changed))
+        if create:
+            rows = self._execute("EXECUTE dkn_auth_create (%s, %s, %s, %s, %s)",
+                                 (keys.session, keys.index, self.expiry, fields, generation))
         else:
-            rows = self._execute("EXECUTE dkn_auth_replace (%s, %s, %s, %s)",
-                                 (keys.session, keys.index, self.expiry, fields))
-        return rows[0][0] if rows else None
+            rows = self._execute("EXECUTE dkn_auth_merge (%s, %s, %s, %s, %s)",
+                                 (keys.session, self.expiry, fields, list(removed), generation))
+        return rows[0] if rows else None
+
+    def _soft_rotate(self, old: Keys, generation: str, changed: Mapping[str, str], removed: Iterable[str],
+                     claim: str, new: Keys, new_fields: Mapping[str, str], new_generation: str) -> int | str | None:
+        rows = self._execute(
+            "EXECUTE dkn_auth_soft_rotate (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (old.session, generation, Json(dict(changed)), list(removed), claim,
+             new.session, new.index, Json(dict(new_fields)), new_generation, self.expiry))
+        if not rows or not rows[0][0]:
+            return None
+        _, winner, version = rows[0]
+        return winner if winner is not None else version
 
     def _delete(self, keys: Keys) -> None:
         self._execute(f"DELETE FROM {TABLE} WHERE key = %s", (keys.session,))
