@@ -47,3 +47,18 @@ def raw(driver, settings, odoo_db, request):
             backend = Backend("db", settings["prefix"], None, conn)
             yield backend
             backend.clear()
+
+
+@pytest.fixture
+def cluster_store(settings, odoo_db, driver):
+    """The same store API Odoo uses, on the cluster's backend, for looking at sessions directly."""
+    from cluster import db_params
+
+    from dkn_auth.store import open_store
+    from dkn_auth.store.config import Config
+
+    params = db_params()
+    store = open_store(Config(driver=driver, prefix=settings["prefix"], redis_uri=REDIS_URI,
+                              db_uri=f"postgresql://odoo@{params['host']}:{params['port']}/{odoo_db}"))
+    yield store
+    store.close()

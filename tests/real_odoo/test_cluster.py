@@ -75,23 +75,15 @@ def test_revoking_a_device_removes_exactly_its_session(settings, raw, series):
         assert b.uid(keep) == 2, "the other device stays logged in"
 
 
-def test_soft_rotation_keeps_the_user_logged_in(settings, raw, series):
+def test_soft_rotation_keeps_the_user_logged_in(settings, raw, series, cluster_store):
     if series < (19, 0):
         pytest.skip("soft session rotation exists from Odoo 19.0 on")
-    from dkn_auth.store import open_store
-    from dkn_auth.store.config import Config
-
     with Cluster(ODOO_SRC, settings) as cluster:
         a, b = cluster.nodes
         sid = a.login()
-        # Age the session past Odoo's 3 h rotation interval, through the same store API Odoo uses.
-        config = Config(driver=settings["driver"], prefix=settings["prefix"],
-                        redis_uri=settings.get("redis_uri", Config.redis_uri),
-                        db_uri=f"postgresql://odoo@127.0.0.1/{cluster.dbname}")
-        store = open_store(config)
-        stored = store.load(sid)
-        store.save(sid, {**stored.data, "create_time": stored.data["create_time"] - 4 * 3600}, stored)
-        store.close()
+        # Age the session past Odoo's 3 h rotation interval.
+        stored = cluster_store.load(sid)
+        cluster_store.save(sid, {**stored.data, "create_time": stored.data["create_time"] - 4 * 3600}, stored)
 
         body, rotated = b.rpc("/web/session/get_session_info", {}, sid)
         assert body["result"]["uid"] == 2
