@@ -14,7 +14,7 @@ import odoo.http
 from odoo.service import security
 from odoo.tools import config as odoo_config
 
-from ..store import IDENTIFIER_LENGTH, IDENTIFIER_RE, InvalidSessionId, SessionGone, SessionStore
+from ..store import IDENTIFIER_LENGTH, IDENTIFIER_RE, InvalidSessionId, SessionGone, SessionStore, StoredSession
 
 _logger = logging.getLogger(__name__)
 
@@ -47,17 +47,19 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
         return session
 
     def save(self, session):
-        stored = getattr(session, "dkn_stored", None)
         try:
-            session.dkn_stored = self.backend.save(session.sid, dict(session), stored)
+            stored = self.backend.save(session.sid, dict(session), _stored(session))
         except SessionGone as exc:
             # Logged out, rotated or revoked by another request meanwhile: writing now would
             # bring the session back.
             _logger.info("dkn_auth: not saved: %s", exc)
+            return
+        if isinstance(session, Session):
+            session.dkn_stored = stored
 
     def delete(self, session):
         self.backend.delete(session.sid)
-        if hasattr(session, "dkn_stored"):
+        if isinstance(session, Session):
             session.dkn_stored = None
 
     def rotate(self, session, env, soft=False):
@@ -68,7 +70,7 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
     def _soft_rotate(self, session, env):
         """Odoo 19's soft rotation, with the claim of the successor and its creation made one
         atomic store call, so concurrent requests of a session converge on one successor."""
-        stored = getattr(session, "dkn_stored", None)
+        stored = _stored(session)
         if stored is None or stored.sid != session.sid:
             return super().rotate(session, env, soft=True)  # not loaded by this store: Odoo's way
         old_sid = session.sid
@@ -126,6 +128,12 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
 
     def list(self):
         raise NotImplementedError("dkn_auth does not list sessions: it would scan the whole backend")
+
+
+def _stored(session) -> StoredSession | None:
+    """What this store loaded for ``session``; None for a session made elsewhere (16.0-18.0
+    sessions answer any unknown attribute from their data, so no getattr)."""
+    return session.dkn_stored if isinstance(session, Session) else None
 
 
 def install(backend: SessionStore) -> None:
