@@ -7,14 +7,26 @@ that touch storage are redirected to the dkn_auth store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
+from collections.abc import Iterator
 
 import odoo.http
+import werkzeug.exceptions
 from odoo.service import security
 from odoo.tools import config as odoo_config
 
-from ..store import IDENTIFIER_LENGTH, IDENTIFIER_RE, InvalidSessionId, SessionGone, SessionStore, StoredSession
+from ..store import (
+    IDENTIFIER_LENGTH,
+    IDENTIFIER_RE,
+    BackendUnavailable,
+    InvalidSessionId,
+    SessionGone,
+    SessionStore,
+    StoredSession,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -30,6 +42,34 @@ class Session(odoo.http.Session):
         self.dkn_stored = None
 
 
+class SessionStoreUnavailable(werkzeug.exceptions.ServiceUnavailable):
+    """HTTP 503 with Retry-After, for a request that needs a session while the backend is down."""
+
+    def __init__(self, cause: BackendUnavailable) -> None:
+        super().__init__("Sessions are unavailable for a moment; please retry.",
+                         retry_after=max(1, math.ceil(cause.retry_after)))
+        # Odoo 16.0-19.0 answer an exception that carries its own response with that response.
+        self.error_response = self.get_response()
+
+
+@contextlib.contextmanager
+def _http_503() -> Iterator[None]:
+    try:
+        yield
+    except BackendUnavailable as exc:
+        raise SessionStoreUnavailable(exc) from exc
+
+
+def _needs_no_session() -> bool:
+    """Static files and the health check work without a session in Odoo 16+, so they should
+    keep working while the session backend is down."""
+    request = odoo.http.request
+    if not request:
+        return False
+    path = request.httprequest.path
+    return path == "/web/health" or bool(odoo.http.root.get_static_file(path))
+
+
 class OdooSessionStore(odoo.http.FilesystemSessionStore):
     def __init__(self, backend: SessionStore) -> None:
         # The folder is never written; Odoo code reading ``.path`` still finds a real one.
@@ -39,7 +79,16 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
     def get(self, sid):
         if not self.is_valid_key(sid):
             return self.new()
-        stored = self.backend.load(sid)
+        try:
+            stored = self.backend.load(sid)
+        except BackendUnavailable as exc:
+            if not _needs_no_session():
+                raise SessionStoreUnavailable(exc) from exc
+            # Never a new session (a new cookie would log the user out): an empty one that
+            # cannot be saved, under the same sid.
+            session = self.session_class({}, sid, False)
+            session.can_save = False
+            return session
         if stored is None:
             return self.session_class({}, sid, True)
         session = self.session_class(stored.data, sid, False)
@@ -48,7 +97,8 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
 
     def save(self, session):
         try:
-            stored = self.backend.save(session.sid, dict(session), _stored(session))
+            with _http_503():
+                stored = self.backend.save(session.sid, dict(session), _stored(session))
         except SessionGone as exc:
             # Logged out, rotated or revoked by another request meanwhile: writing now would
             # bring the session back.
@@ -58,7 +108,8 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
             session.dkn_stored = stored
 
     def delete(self, session):
-        self.backend.delete(session.sid)
+        with _http_503():
+            self.backend.delete(session.sid)
         if isinstance(session, Session):
             session.dkn_stored = None
 
@@ -85,7 +136,8 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
             finally:
                 session.sid = old_sid
         try:
-            outcome = self.backend.soft_rotate(stored, old_data, next_sid, new_data)
+            with _http_503():
+                outcome = self.backend.soft_rotate(stored, old_data, next_sid, new_data)
         except SessionGone as exc:
             _logger.info("dkn_auth: not rotated: %s", exc)
             return
@@ -106,7 +158,8 @@ class OdooSessionStore(odoo.http.FilesystemSessionStore):
     def delete_from_identifiers(self, identifiers):
         identifiers = list(identifiers)
         try:
-            self.backend.delete_identifiers(identifiers)
+            with _http_503():
+                self.backend.delete_identifiers(identifiers)
         except InvalidSessionId:
             if odoo.release.version_info[0] >= 19:
                 raise ValueError("Identifier format incorrect, did you pass in a string instead of a list?") from None

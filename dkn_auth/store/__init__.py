@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .base import IDENTIFIER_LENGTH, IDENTIFIER_RE, InvalidSessionId, SessionGone, SessionStore, StoredSession
 from .config import SETTINGS, Config, ConfigError, load_config
+from .policy import BackendUnavailable
 
 __all__ = [
-    "IDENTIFIER_LENGTH", "IDENTIFIER_RE", "SETTINGS", "Config", "ConfigError", "InvalidSessionId", "SessionGone",
-    "SessionStore", "StoredSession", "load_config", "open_store",
+    "IDENTIFIER_LENGTH", "IDENTIFIER_RE", "SETTINGS", "BackendUnavailable", "Config", "ConfigError",
+    "InvalidSessionId", "SessionGone", "SessionStore", "StoredSession", "load_config", "open_store",
 ]
 
 
@@ -16,7 +17,7 @@ def open_store(config: Config) -> SessionStore:
     if config.driver == "redis":
         from .redis_store import RedisStore
 
-        return RedisStore(config.redis_uri, config.redis_max_conn, config.prefix, config.expiry)
+        return RedisStore(config)
     from .postgres_store import PostgresStore
 
-    return PostgresStore(config.db_uri, config.db_max_conn, config.prefix, config.expiry)
+    return PostgresStore(config)

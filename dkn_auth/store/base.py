@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import codec
+from .config import Config
+from .policy import FailurePolicy
 
 _logger = logging.getLogger(__name__)
 
@@ -89,12 +91,14 @@ def _new_generation() -> str:
 class SessionStore(ABC):
     """Sessions by sid: load, save, delete, and removal by device identifier."""
 
-    def __init__(self, prefix: str, expiry: int) -> None:
-        self.prefix = prefix
-        self.expiry = expiry
+    def __init__(self, config: Config, backend: str, attempt_timeout: float = 0.0) -> None:
+        self.config = config
+        self.prefix = config.prefix
+        self.expiry = config.expiry
         # Sliding expiry without a write per request: a read pushes the expiry back only when
         # it moved by more than this many seconds since the last push.
-        self.refresh_slack = min(60.0, expiry / 10)
+        self.refresh_slack = min(60.0, config.expiry / 10)
+        self.policy = FailurePolicy(backend, config.timeout, attempt_timeout)
 
     def keys(self, sid: str) -> Keys:
         if not isinstance(sid, str) or not SID_RE.match(sid):

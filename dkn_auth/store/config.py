@@ -63,6 +63,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 < number <= 600:
+        raise ValueError("must be more than 0 and at most 600 seconds")
+    return number
+
+
 def _redis_uri(value: str) -> str:
     value = value.strip()
     parts = urlsplit(value)
@@ -113,6 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
             "db_user/db_password and the first db_name.", "postgresql://odoo@pg/sessions"),
     Setting("db_max_conn", 16, _positive_int,
             "Most PostgreSQL connections one Odoo process opens; a request waits for a free one.", "16"),
+    Setting("timeout", 2.0, _seconds,
+            "The most one request waits on the session backend, retries included.", "2"),
+    Setting("connect_timeout", 0.5, _seconds,
+            "The most one connection attempt to the backend takes.", "0.5"),
 )
 
 
@@ -125,6 +139,8 @@ class Config:
     redis_max_conn: int = 64
     db_uri: str | None = None
     db_max_conn: int = 16
+    timeout: float = 2.0
+    connect_timeout: float = 0.5
 
 
 def load_config(

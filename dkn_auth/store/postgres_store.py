@@ -2,7 +2,8 @@
 
 ``data`` is a JSONB object of field → JSON text, so a save merges the changed fields in one
 UPDATE; ``expires_at`` is checked on every read and expired rows are removed by ``vacuum``.
-Every verb is one statement in autocommit: no transaction stays open across a request.
+Every verb is one statement in autocommit (asynchronous connections are): no transaction stays
+open across a request.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import select
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 
 import psycopg2
+import psycopg2.errors
+from psycopg2.extensions import POLL_OK, POLL_READ
 from psycopg2.extras import Json
 
 from .base import Keys, SessionStore
+from .config import Config, redact_uri
 
 TABLE = "dkn_auth_session"
 
@@ -87,11 +93,31 @@ _STATEMENTS = {
 }
 
 
-class ConnectionPool:
-    """At most ``size`` connections per process, opened on demand, waited for up to ``timeout`` s."""
+def _wait(conn: psycopg2.extensions.connection, deadline: float) -> None:
+    """Drive an asynchronous connection until its operation is done, or raise TimeoutError.
 
-    def __init__(self, dsn: str, size: int, on_connect=None, timeout: float = 5.0) -> None:
-        self.dsn, self.size, self.timeout = dsn, size, timeout
+    libpq has no client-side time limit: a paused or unreachable server would hold a
+    blocking call for ever, so the connections here are asynchronous and waited on with poll().
+    """
+    poller = select.poll()
+    fd = conn.fileno()
+    while True:
+        state = conn.poll()
+        if state == POLL_OK:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("PostgreSQL did not answer in time")
+        poller.register(fd, select.POLLIN if state == POLL_READ else select.POLLOUT)
+        poller.poll(left * 1000)
+        poller.unregister(fd)
+
+
+class ConnectionPool:
+    """At most ``size`` asynchronous connections per process, opened on demand."""
+
+    def __init__(self, dsn: str, size: int, connect_timeout: float, on_connect) -> None:
+        self.dsn, self.size, self.connect_timeout = dsn, size, connect_timeout
         self.on_connect = on_connect
         self._reset()
 
@@ -101,28 +127,25 @@ class ConnectionPool:
         self._slots = threading.BoundedSemaphore(self.size)
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+    def connection(self, deadline: float) -> Iterator[psycopg2.extensions.connection]:
         if self._pid != os.getpid():
             # A forked child must not close the parent's connections (closing sends a
             # Terminate message on the shared socket); it forgets them and opens its own.
             self._reset()
-        if not self._slots.acquire(timeout=self.timeout):
-            raise psycopg2.OperationalError(
-                f"dkn_auth: all {self.size} session database connections busy for {self.timeout} s")
+        if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            raise TimeoutError(f"all {self.size} session database connections stayed busy")
         conn = None
         try:
             try:
                 conn = self._idle.get_nowait()
             except queue.Empty:
-                conn = psycopg2.connect(self.dsn, connect_timeout=2, application_name="dkn_auth",
-                                        options="-c statement_timeout=5000")
-                conn.autocommit = True
-                if self.on_connect is not None:
-                    self.on_connect(conn)
+                conn = psycopg2.connect(self.dsn, async_=True, application_name="dkn_auth")
+                _wait(conn, min(deadline, time.monotonic() + self.connect_timeout))
+                self.on_connect(conn, deadline)
             yield conn
-        except psycopg2.Error:
+        except BaseException:
             if conn is not None:
-                conn.close()  # its state is unknown after an error
+                conn.close()  # its state is unknown: an answer may still be on the way
                 conn = None
             raise
         finally:
@@ -137,30 +160,45 @@ class ConnectionPool:
         self._reset()
 
 
+def _transient(exc: BaseException) -> bool:
+    """Errors another attempt may not meet: lost connections, timeouts, restarts, failovers."""
+    return isinstance(exc, (psycopg2.OperationalError, psycopg2.extensions.TransactionRollbackError,
+                            psycopg2.errors.ReadOnlySqlTransaction, TimeoutError))
+
+
 class PostgresStore(SessionStore):
-    def __init__(self, dsn: str, max_connections: int, prefix: str, expiry: int) -> None:
-        super().__init__(prefix, expiry)
-        self.pool = ConnectionPool(dsn, max_connections, on_connect=self._prepare)
+    def __init__(self, config: Config) -> None:
+        super().__init__(config, f"PostgreSQL at {redact_uri(config.db_uri)}")
+        self.pool = ConnectionPool(config.db_uri, config.db_max_conn, config.connect_timeout, self._prepare)
         self._schema_ready = False
 
-    def _prepare(self, conn: psycopg2.extensions.connection) -> None:
+    def _run(self, conn: psycopg2.extensions.connection, deadline: float, sql: str, params=()) -> list[tuple]:
         with conn.cursor() as cr:
-            if not self._schema_ready:
-                # The lock makes concurrent first starts of several nodes wait for one another.
-                cr.execute("SELECT pg_advisory_lock(hashtext(%s))", (TABLE,))
-                try:
-                    cr.execute(_SCHEMA)
-                finally:
-                    cr.execute("SELECT pg_advisory_unlock(hashtext(%s))", (TABLE,))
-                self._schema_ready = True
-            for name, (types, sql) in _STATEMENTS.items():
-                cr.execute(f"PREPARE {name} ({types}) AS {sql}")
-
-    def _execute(self, sql: str, params: Mapping | tuple = ()) -> list[tuple]:
-        with self.pool.connection() as conn, conn.cursor() as cr:
             cr.execute(sql, params)
+            _wait(conn, deadline)
             return cr.fetchall() if cr.description else []
 
+    def _prepare(self, conn: psycopg2.extensions.connection, deadline: float) -> None:
+        # A statement stuck on a lock is stopped by the server too.
+        self._run(conn, deadline, "SET statement_timeout = %s", (int(self.config.timeout * 1000),))
+        if not self._schema_ready:
+            # The lock makes concurrent first starts of several nodes wait for one another.
+            self._run(conn, deadline, "SELECT pg_advisory_lock(hashtext(%s))", (TABLE,))
+            try:
+                self._run(conn, deadline, _SCHEMA)
+            finally:
+                self._run(conn, deadline, "SELECT pg_advisory_unlock(hashtext(%s))", (TABLE,))
+            self._schema_ready = True
+        for name, (types, sql) in _STATEMENTS.items():
+            self._run(conn, deadline, f"PREPARE {name} ({types}) AS {sql}")
+
+    def _execute(self, sql: str, params: Mapping | tuple = ()) -> list[tuple]:
+        def attempt(seconds_left: float) -> list[tuple]:
+            deadline = time.monotonic() + seconds_left
+            with self.pool.connection(deadline) as conn:
+                return self._run(conn, deadline, sql, params)
+
+        return self.policy.call(attempt, _transient)
     def _load(self, keys: Keys) -> tuple[dict[str, str], int, str] | None:
         rows = self._execute("EXECUTE dkn_auth_load (%s, %s, %s)", (keys.session, self.expiry, self.refresh_slack))
         return rows[0] if rows else None

@@ -7,11 +7,19 @@ call, so a load or a save is one round trip and atomic.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
+from redis.retry import Retry
 
 from .base import Keys, SessionStore
+from .config import Config, redact_uri
+from .policy import BackendUnavailable
+
+T = TypeVar("T")
 
 # KEYS: session, index. ARGV: ttl ms, slack ms.
 # Pushes the expiry back only when it moved by more than the slack, so reads rarely write.
@@ -34,8 +42,13 @@ local generation, create, ttl, n = ARGV[1], ARGV[2] == '1', ARGV[3], tonumber(AR
 local stored = redis.call('HGET', KEYS[1], 'g')
 if not stored then
   if not create then return false end
-  redis.call('DEL', KEYS[1])
+  -- HSET first: a full Redis refuses a script's first write that needs memory, and only that.
   redis.call('HSET', KEYS[1], 'g', generation)
+  local names = redis.call('HKEYS', KEYS[1])
+  if #names > 1 then  -- leftovers of a hash without generation: start clean
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[1], 'g', generation)
+  end
   stored = generation
 elseif stored ~= generation and not create then
   return false
@@ -103,11 +116,22 @@ def _pairs(fields: Mapping[str, str]) -> list:
     return flat
 
 
+def _transient(exc: BaseException) -> bool:
+    """Errors another attempt may not meet: lost connections, timeouts, a failover under way."""
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, TryAgainError,
+                            ClusterDownError, MasterDownError))
+
+
 class RedisStore(SessionStore):
-    def __init__(self, uri: str, max_connections: int, prefix: str, expiry: int) -> None:
-        super().__init__(prefix, expiry)
-        self.uri = uri
-        self.max_connections = max_connections
+    def __init__(self, config: Config) -> None:
+        # redis-py cannot bound one command by the time left, so a command gets a quarter of
+        # the request's bound, and attempts run while a whole one still fits (see policy.py).
+        self.command_timeout = config.timeout / 4
+        self.connect_timeout = min(config.connect_timeout, config.timeout / 4)
+        super().__init__(config, f"Redis at {redact_uri(config.redis_uri)}",
+                         attempt_timeout=self.command_timeout + self.connect_timeout)
+        self.uri = config.redis_uri
+        self.max_connections = config.redis_max_conn
         self._client: redis.Redis | None = None
         self._pid = 0
 
@@ -119,9 +143,10 @@ class RedisStore(SessionStore):
             pool = redis.BlockingConnectionPool.from_url(
                 self.uri,
                 max_connections=self.max_connections,
-                timeout=5,
-                socket_connect_timeout=2,
-                socket_timeout=5,
+                timeout=self.config.timeout,  # waiting for a free connection
+                socket_connect_timeout=self.connect_timeout,
+                socket_timeout=self.command_timeout,
+                retry=Retry(NoBackoff(), 0),  # retries are the policy's, within the time bound
                 health_check_interval=30,
                 client_name="dkn_auth",
             )
@@ -134,9 +159,16 @@ class RedisStore(SessionStore):
             self._client, self._pid = client, os.getpid()
         return self._client
 
+    def _call(self, attempt: Callable[[redis.Redis], T]) -> T:
+        try:
+            return self.policy.call(lambda _seconds_left: attempt(self.client), _transient)
+        except OutOfMemoryError as exc:
+            # maxmemory reached under a no-eviction policy: reads work, writes cannot.
+            raise BackendUnavailable(f"dkn_auth: {self.policy.backend} is full (maxmemory): {exc}",
+                                     self.policy.probe_interval) from exc
+
     def _run(self, script: str, keys: list[str], args: list) -> object:
-        client = self.client
-        return self._scripts[script](keys=keys, args=args, client=client)
+        return self._call(lambda client: self._scripts[script](keys=keys, args=args, client=client))
 
     def _load(self, keys: Keys) -> tuple[dict[str, str], int, str] | None:
         flat = self._run("load", [keys.session, keys.index],
@@ -172,16 +204,22 @@ class RedisStore(SessionStore):
         self._run("delete", [keys.session, keys.index], [])
 
     def _delete_indexes(self, indexes: list[str], keep: str | None) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for index in indexes:
-            self._scripts["delete_index"](keys=[index], args=[keep or ""], client=pipe)
-        pipe.execute()
+        def attempt(client: redis.Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            for index in indexes:
+                self._scripts["delete_index"](keys=[index], args=[keep or ""], client=pipe)
+            pipe.execute()
+
+        self._call(attempt)
 
     def _existing_indexes(self, indexes: list[str]) -> set[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for index in indexes:
-            pipe.exists(index)
-        return {index for index, found in zip(indexes, pipe.execute()) if found}
+        def attempt(client: redis.Redis) -> list:
+            pipe = client.pipeline(transaction=False)
+            for index in indexes:
+                pipe.exists(index)
+            return pipe.execute()
+
+        return {index for index, found in zip(indexes, self._call(attempt)) if found}
 
     def _purge_expired(self) -> int:
         return 0  # Redis expires keys itself.
