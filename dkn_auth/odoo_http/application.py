@@ -48,8 +48,17 @@ class SessionStoreUnavailable(werkzeug.exceptions.ServiceUnavailable):
     def __init__(self, cause: BackendUnavailable) -> None:
         super().__init__("Sessions are unavailable for a moment; please retry.",
                          retry_after=max(1, math.ceil(cause.retry_after)))
-        # Odoo 16.0-19.0 answer an exception that carries its own response with that response.
-        self.error_response = self.get_response()
+        self._response = self.get_response()
+
+    # Odoo 16.0-19.0 answer an exception that carries an ``error_response`` with it. Inside a
+    # route, 17.0/18.0 overwrite it with their JSON-RPC error page (status 200): keep the 503.
+    @property
+    def error_response(self):
+        return self._response
+
+    @error_response.setter
+    def error_response(self, _ignored) -> None:
+        pass
 
 
 @contextlib.contextmanager
