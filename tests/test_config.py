@@ -113,5 +113,6 @@ def test_readme_documents_every_setting_with_its_default():
     for setting in SETTINGS:
         row = rows[setting.conf_key]
         assert f"`{setting.env_var}`" in row
-        shown = "–" if setting.default is None else f"`{setting.default}`"
+        default = str(setting.default).lower() if isinstance(setting.default, bool) else setting.default
+        shown = "–" if default is None else f"`{default}`"
         assert shown in row, f"README default of {setting.conf_key} must be {shown}"

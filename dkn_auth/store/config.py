@@ -73,6 +73,38 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _hosts(value: str) -> tuple[tuple[str, int], ...]:
+    hosts = []
+    for item in value.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("must be host:port pairs separated by commas")
+        hosts.append((host.strip("[]"), int(port)))
+    return tuple(hosts)
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _file(value: str) -> str:
+    import os
+
+    value = value.strip()
+    if not os.path.isfile(value):
+        raise ValueError("names no readable file")
+    return value
+
+
 def _redis_uri(value: str) -> str:
     value = value.strip()
     parts = urlsplit(value)
@@ -123,6 +155,20 @@ SETTINGS: tuple[Setting, ...] = (
             "db_user/db_password and the first db_name.", "postgresql://odoo@pg/sessions"),
     Setting("db_max_conn", 16, _positive_int,
             "Most PostgreSQL connections one Odoo process opens; a request waits for a free one.", "16"),
+    Setting("redis_sentinels", None, _hosts,
+            "Redis Sentinel addresses; set, the master is found through them (auth and TLS of the "
+            "master from `dkn_auth_redis_uri`, whose host is then ignored).", "s1:26379,s2:26379,s3:26379"),
+    Setting("redis_sentinel_master", "mymaster", _text, "Name of the master the sentinels watch.", "mymaster"),
+    Setting("redis_sentinel_username", None, _text, "ACL user for the sentinels (not the master's).", "sentinel"),
+    Setting("redis_sentinel_password", None, _text, "Password for the sentinels (not the master's).", "secret"),
+    Setting("redis_cluster", False, _boolean,
+            "`true`: `dkn_auth_redis_uri` names one node of a Redis Cluster.", "true"),
+    Setting("redis_tls_ca", None, _file,
+            "CA file to verify the Redis server with `rediss://` (default: the system's CAs).",
+            "/etc/ssl/redis-ca.pem"),
+    Setting("redis_tls_cert", None, _file, "Client certificate for `rediss://`, when Redis asks for one.",
+            "/etc/ssl/odoo.pem"),
+    Setting("redis_tls_key", None, _file, "Key of `dkn_auth_redis_tls_cert`.", "/etc/ssl/odoo.key"),
     Setting("timeout", 2.0, _seconds,
             "The most one request waits on the session backend, retries included.", "2"),
     Setting("connect_timeout", 0.5, _seconds,
@@ -141,6 +187,14 @@ class Config:
     db_max_conn: int = 16
     timeout: float = 2.0
     connect_timeout: float = 0.5
+    redis_sentinels: tuple[tuple[str, int], ...] | None = None
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: str | None = None
+    redis_cluster: bool = False
+    redis_tls_ca: str | None = None
+    redis_tls_cert: str | None = None
+    redis_tls_key: str | None = None
 
 
 def load_config(
@@ -172,6 +226,16 @@ def load_config(
             "dkn_auth: dkn_auth_driver is not set; fix: set dkn_auth_driver = db or redis "
             "in odoo.conf (or DKN_AUTH_DRIVER)"
         )
+    if values["redis_sentinels"] and values["redis_cluster"]:
+        raise ConfigError("dkn_auth: dkn_auth_redis_sentinels and dkn_auth_redis_cluster are both set; "
+                          "fix: keep the one your Redis runs")
+    tls = [s.conf_key for s in SETTINGS if s.name.startswith("redis_tls_") and values[s.name]]
+    if tls and not values["redis_uri"].startswith("rediss://"):
+        raise ConfigError(f"dkn_auth: {tls[0]} is set but dkn_auth_redis_uri is not rediss://; "
+                          "fix: use rediss://host:port/db for TLS")
+    if bool(values["redis_tls_cert"]) != bool(values["redis_tls_key"]):
+        raise ConfigError("dkn_auth: dkn_auth_redis_tls_cert and dkn_auth_redis_tls_key go together; "
+                          "fix: set both or neither")
     if values["driver"] == "db" and values["db_uri"] is None:
         if not default_db_uri:
             raise ConfigError(
@@ -186,7 +250,9 @@ def load_config(
 def _shown(setting: Setting, raw: Any) -> str:
     """The value for a log line, without a password a URI may carry."""
     text = str(raw)
-    if setting.name.endswith("_uri"):
+    if setting.name.endswith("_password"):
+        text = "***"
+    elif setting.name.endswith("_uri"):
         text = redact_uri(text)
     return repr(text)
 

@@ -12,8 +12,11 @@ from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.connection import parse_url
 from redis.exceptions import ClusterDownError, MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .base import Keys, SessionStore
 from .config import Config, redact_uri
@@ -140,17 +143,7 @@ class RedisStore(SessionStore):
         # Opened on first use in each process: prefork workers are forked after this object
         # exists, and must not share the parent's sockets.
         if self._client is None or self._pid != os.getpid():
-            pool = redis.BlockingConnectionPool.from_url(
-                self.uri,
-                max_connections=self.max_connections,
-                timeout=self.config.timeout,  # waiting for a free connection
-                socket_connect_timeout=self.connect_timeout,
-                socket_timeout=self.command_timeout,
-                retry=Retry(NoBackoff(), 0),  # retries are the policy's, within the time bound
-                health_check_interval=30,
-                client_name="dkn_auth",
-            )
-            client = redis.Redis(connection_pool=pool)
+            client = self._connect()
             self._scripts = {
                 name: client.register_script(source)
                 for name, source in (("load", _LOAD), ("write", _WRITE), ("soft_rotate", _SOFT_ROTATE),
@@ -158,6 +151,43 @@ class RedisStore(SessionStore):
             }
             self._client, self._pid = client, os.getpid()
         return self._client
+
+    def _connect(self) -> redis.Redis:
+        """A client for a plain server, a Sentinel-watched master or a Cluster, as configured."""
+        config = self.config
+        options: dict = {
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": self.command_timeout,
+            "retry": Retry(NoBackoff(), 0),  # retries are the policy's, within the time bound
+            "health_check_interval": 30,
+            "client_name": "dkn_auth",
+        }
+        if config.redis_uri.startswith("rediss://"):
+            # Verification stays on (redis-py's default for rediss://); these only add files.
+            options.update({k: v for k, v in (("ssl_ca_certs", config.redis_tls_ca),
+                                              ("ssl_certfile", config.redis_tls_cert),
+                                              ("ssl_keyfile", config.redis_tls_key)) if v})
+        if config.redis_cluster:
+            return RedisCluster.from_url(self.uri, max_connections=self.max_connections, **options)
+        if config.redis_sentinels:
+            master = parse_url(self.uri)  # auth, database and TLS of the master
+            for key in ("host", "port", "path"):
+                master.pop(key, None)
+            if master.pop("connection_class", None) is redis.SSLConnection:
+                master["ssl"] = True  # Sentinel picks its own connection classes
+            sentinel = Sentinel(
+                config.redis_sentinels,
+                sentinel_kwargs={"username": config.redis_sentinel_username,
+                                 "password": config.redis_sentinel_password,
+                                 "socket_connect_timeout": self.connect_timeout,
+                                 "socket_timeout": self.command_timeout},
+                **master, **options)
+            return sentinel.master_for(config.redis_sentinel_master, max_connections=self.max_connections)
+        pool = redis.BlockingConnectionPool.from_url(
+            self.uri, max_connections=self.max_connections,
+            timeout=config.timeout,  # waiting for a free connection
+            **options)
+        return redis.Redis(connection_pool=pool)
 
     def _call(self, attempt: Callable[[redis.Redis], T]) -> T:
         try:
@@ -204,13 +234,8 @@ class RedisStore(SessionStore):
         self._run("delete", [keys.session, keys.index], [])
 
     def _delete_indexes(self, indexes: list[str], keep: str | None) -> None:
-        def attempt(client: redis.Redis) -> None:
-            pipe = client.pipeline(transaction=False)
-            for index in indexes:
-                self._scripts["delete_index"](keys=[index], args=[keep or ""], client=pipe)
-            pipe.execute()
-
-        self._call(attempt)
+        for index in indexes:  # one call each: a Cluster routes each to its own node
+            self._run("delete_index", [index], [keep or ""])
 
     def _existing_indexes(self, indexes: list[str]) -> set[str]:
         def attempt(client: redis.Redis) -> list:
@@ -226,5 +251,8 @@ class RedisStore(SessionStore):
 
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
-            self._client.connection_pool.disconnect()
+            self._client.close()
+            pool = getattr(self._client, "connection_pool", None)  # a Cluster client has none
+            if pool is not None:
+                pool.disconnect()
         self._client = None
