@@ -171,8 +171,9 @@ def _pg_bin(name: str) -> str:
 class PostgresServer:
     """A PostgreSQL cluster of the test's own, on a spare port (run as user postgres under root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         self.port = free_port()
+        self.options = " ".join(options)  # extra server options, e.g. "-c default_transaction_read_only=on"
         self.dir = tempfile.mkdtemp(prefix="dkn-pg-")
         self.data = os.path.join(self.dir, "data")
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -191,7 +192,7 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._ctl("-w", "-l", os.path.join(self.dir, "log"), "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off {self.options}", "start")
         return self
 
     def stop(self, mode: str = "fast") -> None:

@@ -170,7 +170,6 @@ class PostgresStore(SessionStore):
     def __init__(self, config: Config) -> None:
         super().__init__(config, f"PostgreSQL at {redact_uri(config.db_uri)}")
         self.pool = ConnectionPool(config.db_uri, config.db_max_conn, config.connect_timeout, self._prepare)
-        self._schema_ready = False
 
     def _run(self, conn: psycopg2.extensions.connection, deadline: float, sql: str, params=()) -> list[tuple]:
         with conn.cursor() as cr:
@@ -181,14 +180,14 @@ class PostgresStore(SessionStore):
     def _prepare(self, conn: psycopg2.extensions.connection, deadline: float) -> None:
         # A statement stuck on a lock is stopped by the server too.
         self._run(conn, deadline, "SET statement_timeout = %s", (int(self.config.timeout * 1000),))
-        if not self._schema_ready:
+        # Checked on every new connection: after a failover or a restore, it may be another server.
+        if self._run(conn, deadline, "SELECT to_regclass(%s) IS NULL", (TABLE,))[0][0]:
             # The lock makes concurrent first starts of several nodes wait for one another.
             self._run(conn, deadline, "SELECT pg_advisory_lock(hashtext(%s))", (TABLE,))
             try:
                 self._run(conn, deadline, _SCHEMA)
             finally:
                 self._run(conn, deadline, "SELECT pg_advisory_unlock(hashtext(%s))", (TABLE,))
-            self._schema_ready = True
         for name, (types, sql) in _STATEMENTS.items():
             self._run(conn, deadline, f"PREPARE {name} ({types}) AS {sql}")
 
