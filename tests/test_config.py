@@ -59,6 +59,12 @@ BAD = [
     ("dkn_auth_db_uri", "DKN_AUTH_DB_URI", "postgresql://h:5432", "names no database"),
     ("dkn_auth_db_uri", "DKN_AUTH_DB_URI", "host=h dbname", "is not a libpq URI or DSN"),
     ("dkn_auth_db_max_conn", "DKN_AUTH_DB_MAX_CONN", "many", "must be a whole number"),
+    ("dkn_auth_timeout", "DKN_AUTH_TIMEOUT", "soon", "must be a number of seconds"),
+    ("dkn_auth_timeout", "DKN_AUTH_TIMEOUT", "0", "more than 0"),
+    ("dkn_auth_connect_timeout", "DKN_AUTH_CONNECT_TIMEOUT", "-1", "more than 0"),
+    ("dkn_auth_redis_sentinels", "DKN_AUTH_REDIS_SENTINELS", "s1,s2", "host:port pairs"),
+    ("dkn_auth_redis_cluster", "DKN_AUTH_REDIS_CLUSTER", "maybe", "must be true or false"),
+    ("dkn_auth_redis_tls_ca", "DKN_AUTH_REDIS_TLS_CA", "/no/such/ca.pem", "names no readable file"),
 ]
 
 
@@ -116,3 +122,29 @@ def test_readme_documents_every_setting_with_its_default():
         default = str(setting.default).lower() if isinstance(setting.default, bool) else setting.default
         shown = "–" if default is None else f"`{default}`"
         assert shown in row, f"README default of {setting.conf_key} must be {shown}"
+
+
+def test_timeouts_and_redis_options_parse():
+    config = load_config({"dkn_auth_driver": "redis", "dkn_auth_timeout": "1.5", "dkn_auth_redis_cluster": "yes",
+                          "dkn_auth_redis_sentinel_master": " main "}, {"DKN_AUTH_CONNECT_TIMEOUT": "0.25"})
+    assert (config.timeout, config.connect_timeout, config.redis_cluster) == (1.5, 0.25, True)
+    assert config.redis_sentinel_master == "main"
+    sentinels = load_config({"dkn_auth_driver": "redis", "dkn_auth_redis_sentinels": "s1:26379, [::1]:26380"}, {})
+    assert sentinels.redis_sentinels == (("s1", 26379), ("::1", 26380))
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({"dkn_auth_redis_sentinels": "s1:26379", "dkn_auth_redis_cluster": "true"}, "both set"),
+    ({"dkn_auth_redis_tls_ca": __file__}, "is not rediss://"),
+    ({"dkn_auth_redis_uri": "rediss://h/0", "dkn_auth_redis_tls_cert": __file__}, "go together"),
+])
+def test_redis_options_that_do_not_fit_together(options, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config({"dkn_auth_driver": "redis", **options}, {})
+
+
+def test_a_sentinel_password_is_never_shown():
+    with pytest.raises(ConfigError) as info:
+        load_config({"dkn_auth_driver": "redis", "dkn_auth_redis_sentinel_password": "hunter2",
+                     "dkn_auth_redis_cluster": "nope"}, {})
+    assert "hunter2" not in str(info.value)

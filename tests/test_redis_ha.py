@@ -129,10 +129,12 @@ def test_cluster_keeps_each_session_in_one_slot():
 
 
 def test_sentinel_failover_keeps_sessions():
-    master = RedisServer("--repl-diskless-sync-delay", "0", password="masterpw").start()
-    replica = RedisServer("--replicaof", "127.0.0.1", str(master.port), password="masterpw").start()
-    sentinels = [SentinelServer(master, password="sentinelpw").start() for _ in range(3)]
+    master = RedisServer("--repl-diskless-sync-delay", "0", password="masterpw")
+    replica = RedisServer("--replicaof", "127.0.0.1", str(master.port), password="masterpw")
+    sentinels = [SentinelServer(master, password="sentinelpw") for _ in range(3)]
     try:
+        for server in (master, replica, *sentinels):
+            server.start()
         wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", what="replica in sync")
         store = open_store(make_config(
             "redis", redis_uri="redis://:masterpw@ignored:6379/0", timeout=1.0,

@@ -66,7 +66,11 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(["redis-server", *self.args], stdout=subprocess.DEVNULL)
-        wait_for(self.client().ping, what=f"redis-server on {self.port}")
+        try:
+            wait_for(self.client().ping, what=f"redis-server on {self.port}")
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def pause(self) -> None:
@@ -144,6 +148,14 @@ class RedisCluster:
         return self.nodes[0].uri
 
     def start(self) -> RedisCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         for node in self.nodes:
             # The bus port defaults to port + 10000, past 65535 for a high spare port.
             node.args += ["--cluster-config-file", os.path.join(node.dir, "nodes.conf"),
@@ -154,7 +166,6 @@ class RedisCluster:
         for node in self.nodes:
             wait_for(lambda node=node: node.client().cluster("info")["cluster_state"] == "ok",
                      what="cluster_state:ok")
-        return self
 
     def stop(self) -> None:
         for node in self.nodes:
