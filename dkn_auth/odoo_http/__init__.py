@@ -14,7 +14,6 @@ import odoo
 from odoo.tools import config as odoo_config
 
 from ..store import ConfigError, load_config, open_store
-from ..store.config import redact_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def install() -> None:
         return
     from . import application
 
-    application.install(open_store(settings))
-    where = redact_uri(settings.redis_uri if settings.driver == "redis" else settings.db_uri)
-    _logger.info("dkn_auth: Odoo %s.%s sessions stored by the %s driver at %s, prefix %r, expiry %s s",
-                 *series, settings.driver, where, settings.prefix, settings.expiry)
+    backend = open_store(settings)
+    application.install(backend)
+    _logger.info("dkn_auth: Odoo %s.%s sessions stored by the %s driver in %s, prefix %r, expiry %s s",
+                 *series, settings.driver, backend.policy.backend, settings.prefix, settings.expiry)

@@ -1,7 +1,7 @@
 """Redis driver: a session is a hash, its device index a set, both expiring by Redis TTL.
 
-Hash fields: ``d:<session key>`` → JSON text, ``v`` → version, ``g`` → generation. Every verb is one Lua script
-call, so a load or a save is one round trip and atomic.
+Hash fields: ``d:<session key>`` → JSON text, ``v`` → version, ``g`` → generation. Every verb
+is one Lua script call, so a load or a save is one round trip and atomic.
 """
 
 from __future__ import annotations
@@ -131,8 +131,10 @@ class RedisStore(SessionStore):
         # the request's bound, and attempts run while a whole one still fits (see policy.py).
         self.command_timeout = config.timeout / 4
         self.connect_timeout = min(config.connect_timeout, config.timeout / 4)
-        super().__init__(config, f"Redis at {redact_uri(config.redis_uri)}",
-                         attempt_timeout=self.command_timeout + self.connect_timeout)
+        where = (f"Redis master {config.redis_sentinel_master!r} of sentinels "
+                 f"{','.join(f'{h}:{p}' for h, p in config.redis_sentinels)}" if config.redis_sentinels
+                 else f"Redis at {redact_uri(config.redis_uri)}")
+        super().__init__(config, where, attempt_timeout=self.command_timeout + self.connect_timeout)
         self.uri = config.redis_uri
         self.max_connections = config.redis_max_conn
         self._client: redis.Redis | None = None
@@ -185,7 +187,7 @@ class RedisStore(SessionStore):
             return sentinel.master_for(config.redis_sentinel_master, max_connections=self.max_connections)
         pool = redis.BlockingConnectionPool.from_url(
             self.uri, max_connections=self.max_connections,
-            timeout=config.timeout,  # waiting for a free connection
+            timeout=self.command_timeout,  # waiting for a free connection, within one attempt
             **options)
         return redis.Redis(connection_pool=pool)
 

@@ -1,7 +1,8 @@
-"""Two real Odoo nodes while their session backend is paused, killed, or down at start-up."""
+"""Two real Odoo nodes under load while their session backend is paused, killed, or down at start."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -10,7 +11,8 @@ from cluster import ODOO_SRC, Cluster
 
 from tools.servers import PostgresServer, RedisServer
 
-TIMEOUT = 1.0
+TIMEOUT = 1.0  # dkn_auth_timeout of these clusters
+OVERHEAD = 0.5  # Odoo's own work on a request, on a loaded 2-core machine
 
 
 @pytest.fixture
@@ -31,54 +33,85 @@ def session_info(node, sid: str) -> requests.Response:
                          json={"jsonrpc": "2.0", "method": "call", "params": {}}, timeout=30)
 
 
-def check_outage_answers(node, sid: str) -> None:
-    start = time.monotonic()
-    response = session_info(node, sid)
-    assert time.monotonic() - start < TIMEOUT + 1.0, "a request waits no longer than the bound"
-    assert response.status_code == 503, response.text[:300]
-    assert response.headers.get("Retry-After") == "1"
-    assert "session_id" not in response.cookies, "no new session is issued during an outage"
-    static = requests.get(f"{node.url}/web/static/img/favicon.ico", cookies={"session_id": sid}, timeout=30)
-    assert static.status_code == 200, "static files need no session"
-    assert requests.get(f"{node.url}/web/health", timeout=30).status_code == 200
+class Users:
+    """Logged-in users clicking on both nodes in a loop; every answer is recorded."""
+
+    def __init__(self, nodes, sids) -> None:
+        self.nodes, self.sids = nodes, sids
+        self.answers: list[tuple[float, float, int, bool, bool]] = []  # start, seconds, status, uid ok, new cookie
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._click, args=(i,)) for i in range(len(sids))]
+
+    def _click(self, i: int) -> None:
+        while not self._stop.is_set():
+            node = self.nodes[i % 2]
+            i += 1
+            start = time.monotonic()
+            response = session_info(node, self.sids[i % len(self.sids)])
+            uid_ok = response.status_code == 200 and response.json().get("result", {}).get("uid") == 2
+            self.answers.append((start, time.monotonic() - start, response.status_code, uid_ok,
+                                 "session_id" in response.cookies))
+            time.sleep(0.02)
+
+    def __enter__(self) -> Users:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def served_after(self, moment: float) -> float:
+        return min(start + seconds for start, seconds, status, uid_ok, _ in self.answers
+                   if uid_ok and start >= moment) - moment
 
 
-def back_logged_in(node, sid: str) -> float:
-    """Seconds until the node serves the session again."""
-    start = time.monotonic()
-    while time.monotonic() - start < 10:
-        response = session_info(node, sid)
-        if response.status_code == 200 and response.json().get("result", {}).get("uid") == 2:
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError("the node did not serve the session again")
-
-
-@pytest.mark.parametrize("workers", [0, 2], ids=["threaded", "workers2"])
-def test_outage_gives_503_then_everyone_is_still_logged_in(breakable, workers):
+def test_outage_under_load_gives_503_then_everyone_is_still_logged_in(breakable):
     server, settings = breakable
-    with Cluster(ODOO_SRC, settings, workers=workers) as cluster:
+    with Cluster(ODOO_SRC, settings, workers=2) as cluster:
         a, b = cluster.nodes
-        sid = a.login()
-        assert b.uid(sid) == 2
+        sids = [a.login(), b.login(), a.login(), b.login()]
+        with Users(cluster.nodes, sids) as users:
+            time.sleep(2)
+            server.pause()
+            time.sleep(10)
+            server.resume()
+            resumed = time.monotonic()
+            time.sleep(3)
+            static = requests.get(f"{a.url}/web/static/img/favicon.ico", cookies={"session_id": sids[0]}, timeout=30)
+            server.kill()
+            time.sleep(1)
+            during = [requests.get(f"{node.url}/web/static/img/favicon.ico", cookies={"session_id": sids[0]},
+                                   timeout=30).status_code for node in (a, b)]
+            health = requests.get(f"{b.url}/web/health", timeout=30).status_code
+            time.sleep(9)
+            server.start()
+            restarted = time.monotonic()
+            time.sleep(3)
 
-        server.pause()
-        for node in (a, b, a, b):
-            check_outage_answers(node, sid)
-        server.resume()
-        assert back_logged_in(b, sid) < 1.0 and back_logged_in(a, sid) < 1.0
-
-        server.kill()
-        for node in (a, b):
-            check_outage_answers(node, sid)
-        server.start()
-        assert back_logged_in(a, sid) < 1.5 and back_logged_in(b, sid) < 1.5
-
+        statuses = {status for _, _, status, _, _ in users.answers}
+        assert statuses == {200, 503}, statuses
+        outage = [a for a in users.answers if a[2] == 503]
+        assert len(outage) > 20
+        slowest = max(seconds for _, seconds, *_ in users.answers)
+        assert slowest <= TIMEOUT + OVERHEAD, f"a request took {slowest:.2f} s"
+        assert not any(new_cookie for *_, new_cookie in users.answers), "nobody got a new session"
+        assert all(uid_ok for _, _, status, uid_ok, _ in users.answers if status == 200), "nobody logged out"
+        assert users.served_after(resumed) <= 1.0 and users.served_after(restarted) <= 1.0 + OVERHEAD
+        assert static.status_code == 200 and during == [200, 200] and health == 200
+        for sid in sids:
+            assert a.uid(sid) == 2 and b.uid(sid) == 2, "every session survived"
         for node in (a, b):
             assert node.proc.poll() is None, "the node is still running"
             log = node.log()
-            assert log.count("is unavailable:") <= 2 * max(workers, 1) + 2, "one line per outage and process"
-            assert sid not in log and sid[:42] not in log
+            for crash in ("died unexpectedly", "timeout after", "time limit", "limit ("):
+                assert crash not in log, f"a worker crashed or was killed: {crash!r}"
+            assert log.count("is unavailable:") <= 2 * 3, "one line per outage and process"
+            ours = "\n".join(line for line in log.splitlines() if "dkn_auth" in line)
+            for sid in sids:  # (Odoo 18+ itself logs the 42-character device identifier)
+                assert sid not in log and sid[:42] not in ours
 
 
 def test_odoo_starts_while_the_backend_is_down(breakable):
@@ -90,6 +123,7 @@ def test_odoo_starts_while_the_backend_is_down(breakable):
             "jsonrpc": "2.0", "method": "call",
             "params": {"db": cluster.dbname, "login": "admin", "password": "admin"}})
         assert response.status_code == 503
+        assert response.headers.get("Retry-After") == "1"
         server.start()
         time.sleep(0.6)  # one probe interval of the breaker
         sid = a.login()
