@@ -38,19 +38,20 @@ class Users:
 
     def __init__(self, nodes, sids) -> None:
         self.nodes, self.sids = nodes, sids
-        self.answers: list[tuple[float, float, int, bool, bool]] = []  # start, seconds, status, uid ok, new cookie
+        # start, seconds, status, logged in, given another session
+        self.answers: list[tuple[float, float, int, bool, bool]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._click, args=(i,)) for i in range(len(sids))]
 
     def _click(self, i: int) -> None:
+        # Two users per node of two workers: nobody queues behind another user's request.
+        node, sid = self.nodes[i % 2], self.sids[i]
         while not self._stop.is_set():
-            node = self.nodes[i % 2]
-            i += 1
             start = time.monotonic()
-            response = session_info(node, self.sids[i % len(self.sids)])
+            response = session_info(node, sid)
             uid_ok = response.status_code == 200 and response.json().get("result", {}).get("uid") == 2
             self.answers.append((start, time.monotonic() - start, response.status_code, uid_ok,
-                                 "session_id" in response.cookies))
+                                 response.cookies.get("session_id", sid) != sid))
             time.sleep(0.02)
 
     def __enter__(self) -> Users:
