@@ -28,7 +28,7 @@ def postgres():
 
 
 @pytest.fixture
-def backend(driver, request):
+def breakable(driver, request):
     """(server, config) of a backend this test may break."""
     if driver == "redis":
         server = RedisServer(persistent=True).start()
@@ -52,8 +52,8 @@ def check_outage(load: SteadyLoad, store, back: float) -> None:
         assert store.load(sid).data["counter"] in (load.acked[sid], load.tried[sid])
 
 
-def test_paused_backend_costs_bounded_time_and_heals(backend, caplog):
-    server, config = backend
+def test_paused_backend_costs_bounded_time_and_heals(breakable, caplog):
+    server, config = breakable
     store = open_store(config)
     with caplog.at_level(logging.WARNING, logger="dkn_auth"), SteadyLoad(store) as load:
         time.sleep(1)
@@ -74,8 +74,8 @@ def test_paused_backend_costs_bounded_time_and_heals(backend, caplog):
     store.close()
 
 
-def test_killed_backend_restarted_later_loses_no_session(backend):
-    server, config = backend
+def test_killed_backend_restarted_later_loses_no_session(breakable):
+    server, config = breakable
     store = open_store(config)
     with SteadyLoad(store) as load:
         time.sleep(1)
@@ -88,8 +88,8 @@ def test_killed_backend_restarted_later_loses_no_session(backend):
     store.close()
 
 
-def test_backend_down_at_start_then_up(driver, backend):
-    server, config = backend
+def test_backend_down_at_start_then_up(driver, breakable):
+    server, config = breakable
     server.kill()
     store = open_store(config)  # as Odoo starts: nothing connects yet
     sid = secrets.token_urlsafe(63)
