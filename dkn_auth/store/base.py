@@ -88,6 +88,18 @@ def _new_generation() -> str:
     return secrets.token_hex(8)
 
 
+def _encode(data: Mapping[str, Any]) -> dict[str, str]:
+    return {name: codec.encode(value) for name, value in data.items()}
+
+
+def _changes(loaded: StoredSession, data: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """``data`` encoded, the fields that differ from ``loaded``, and the names it no longer has."""
+    fields = _encode(data)
+    changed = {k: v for k, v in fields.items() if loaded.fields.get(k) != v}
+    removed = [k for k in loaded.fields if k not in fields]
+    return fields, changed, removed
+
+
 class SessionStore(ABC):
     """Sessions by sid: load, save, delete, and removal by device identifier."""
 
@@ -143,14 +155,13 @@ class SessionStore(ABC):
         concurrent request have created it first, ``data`` is merged onto that one.
         """
         keys = self.keys(sid)
-        fields = {name: codec.encode(value) for name, value in data.items()}
         if loaded is not None and loaded.sid == sid:
-            changed = {k: v for k, v in fields.items() if loaded.fields.get(k) != v}
-            removed = [k for k in loaded.fields if k not in fields]
+            fields, changed, removed = _changes(loaded, data)
             written = self._write(keys, changed, removed, loaded.generation, create=False)
             if written is None:
                 raise SessionGone(f"session …{keys.tag} was deleted or rotated before this save")
         else:
+            fields = _encode(data)
             written = self._write(keys, fields, (), _new_generation(), create=True)
         version, generation = written
         return StoredSession(sid, dict(data), fields, version, generation)
@@ -167,10 +178,8 @@ class SessionStore(ABC):
         old_keys, new_keys = self.keys(loaded.sid), self.keys(new_sid)
         if identifier(new_sid) != identifier(loaded.sid):
             raise InvalidSessionId("a soft rotation keeps the session identifier")
-        fields = {name: codec.encode(value) for name, value in old_data.items()}
-        changed = {k: v for k, v in fields.items() if loaded.fields.get(k) != v}
-        removed = [k for k in loaded.fields if k not in fields]
-        new_fields = {name: codec.encode(value) for name, value in new_data.items()}
+        _, changed, removed = _changes(loaded, old_data)
+        new_fields = _encode(new_data)
         generation = _new_generation()
         outcome = self._soft_rotate(old_keys, loaded.generation, changed, removed, claim,
                                     new_keys, new_fields, generation)

@@ -32,9 +32,9 @@ class FailurePolicy:
     A call gets ``timeout`` seconds in all; each attempt gets the time left, and a driver whose
     socket waits cannot follow that says how long one attempt may take (``attempt_timeout``):
     no attempt starts that could end after the deadline. Transient errors are tried again after
-    a jittered, doubling pause while time is left. After ``failures_to_open`` calls in a row fail, the breaker opens:
-    calls then fail at once, except one probe every ``probe_interval`` seconds, whose success
-    closes it again. One log line is written when an outage starts, one when it ends.
+    a jittered, doubling pause while time is left. After ``failures_to_open`` calls in a row
+    fail, the breaker opens: calls then fail at once, except one probe every ``probe_interval``
+    seconds, whose success closes it again. One log line is written when an outage starts, one when it ends.
     """
 
     def __init__(self, backend: str, timeout: float, attempt_timeout: float = 0.0, failures_to_open: int = 3,
