@@ -95,19 +95,26 @@ class SteadyLoad:
                    for sid in self.sids)
 
 
+def break_under_load(server, store, fault: str, seconds: float) -> tuple[SteadyLoad, float, float]:
+    """Steady load for 1 s, ``server`` paused or killed for ``seconds``, then 3 s more; returns the
+    load and the moments the backend broke and came back."""
+    with SteadyLoad(store) as load:
+        time.sleep(1)
+        broken = time.monotonic()
+        server.pause() if fault == "pause" else server.kill()
+        time.sleep(seconds)
+        server.resume() if fault == "pause" else server.start()
+        back = time.monotonic()
+        time.sleep(3)
+    return load, broken, back
+
+
 def run(driver: str, fault: str, seconds: float, timeout: float) -> dict[str, float]:
     server = RedisServer(persistent=True).start() if driver == "redis" else PostgresServer().start()
     uri = server.uri if driver == "redis" else server.dsn
     store = open_store(Config(driver=driver, redis_uri=uri, db_uri=uri, timeout=timeout))
     try:
-        with SteadyLoad(store) as load:
-            time.sleep(1)
-            broken = time.monotonic()
-            server.pause() if fault == "pause" else server.kill()
-            time.sleep(seconds)
-            server.resume() if fault == "pause" else server.start()
-            back = time.monotonic()
-            time.sleep(3)
+        load, broken, back = break_under_load(server, store, fault, seconds)
         return {"calls": len(load.calls), "failed": sum(o == "unavailable" for *_, o in load.calls),
                 "other errors": sum(o not in ("ok", "unavailable") for *_, o in load.calls),
                 "slowest call s": load.slowest(),
